@@ -9,8 +9,8 @@ from dataclasses import dataclass
 class ReadLimits:
     # safetensors: the Rust crate's MAX_HEADER_SIZE (huggingface_hub's own reader uses 25 MB).
     max_header_bytes: int = 100_000_000
-    # Tensors in one file (a 10-million-entry header is a time/memory attack).
-    max_tensors: int = 1_000_000
+    # Tensors in one file (real checkpoints have < 100k; a 10-million-entry header is a time/memory attack).
+    max_tensors: int = 200_000
     # Pickle stream size and interpreter budget (fickling uses 1M opcodes / 10k stack / 100k memo;
     # a full SDXL checkpoint needs ~100k opcodes, so the opcode budget is higher).
     max_pickle_bytes: int = 256 * 1024 * 1024

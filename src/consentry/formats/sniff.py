@@ -37,7 +37,7 @@ def sniff_bytes(head: bytes, size: int | None = None) -> Format:
         return Format.TORCH_LEGACY
     if len(head) >= 9:
         (header_len,) = struct.unpack("<Q", head[:8])
-        # A safetensors header is JSON starting with '{' (leading spaces tolerated, see reader).
+        # A safetensors header is JSON starting with '{' (leading spaces are routed to the reader, which rejects them).
         body = head[8:].lstrip(b" ")
         if body.startswith(b"{") and header_len > 1 and (size is None or header_len <= size - 8):
             return Format.SAFETENSORS
