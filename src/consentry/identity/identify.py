@@ -1,0 +1,134 @@
+"""File identity: the six hub hashes and ``content_hash`` of one model, in one read.
+
+Raw-file hashes are computed even when the reader refuses the file ("hash first, parse
+second"): a malicious or malformed upload still gets an identity for the moderation record.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from consentry.errors import ModelFileError, ModelFileUnreadable
+from consentry.formats import read_manifest, sniff_path
+from consentry.formats.limits import DEFAULT_LIMITS, ReadLimits
+from consentry.formats.tensors import Format, Manifest, Verdict
+from consentry.identity.content_hash import combine
+from consentry.identity.hashes import FileHashes, hash_file, tensor_digests_for
+
+HASH_KEYS = ("sha256", "autov1", "autov2", "autov3", "autov3_short", "crc32", "crc32_conventional", "blake3")
+
+
+@dataclass
+class ModelIdentity:
+    path: str
+    size: int | None
+    format: str
+    verdict: Verdict
+    problem: str | None = None
+    hashes: FileHashes | None = None
+    content_hash: str | None = None
+    manifest: Manifest | None = field(default=None, repr=False)
+    error: ModelFileError | None = field(default=None, repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``consentry hash --json`` object (keys documented in the README)."""
+        row: dict[str, Any] = {"path": self.path, "size": self.size, "format": self.format}
+        hashes = self.hashes.as_dict() if self.hashes else {}
+        for key in HASH_KEYS:
+            row[key] = hashes.get(key)
+        row["content_hash"] = self.content_hash
+        row["verdict"] = str(self.verdict)
+        row["problem"] = self.problem
+        return row
+
+
+def identify(path: str | os.PathLike[str], *, limits: ReadLimits = DEFAULT_LIMITS, workers: int | None = None) -> ModelIdentity:
+    """Read, validate and hash one model file or folder. Never raises for bad model input:
+    the verdict and problem say what was wrong (the caller decides how loud to be)."""
+    p = Path(path)
+    manifest: Manifest | None = None
+    error: ModelFileError | None = None
+    try:
+        manifest = read_manifest(p, limits)
+    except ModelFileError as exc:
+        error = exc
+    fmt = str(manifest.format) if manifest else _sniffed_format(p)
+
+    if p.is_dir():
+        return _identify_folder(p, manifest, error, fmt, workers)
+
+    hashes: FileHashes | None = None
+    try:
+        data_start = manifest.data_start if manifest and manifest.format is Format.SAFETENSORS else None
+        own = [t for t in manifest.tensors if t.file_range is not None and t.path == p] if manifest else []
+        hashes = hash_file(p, data_start=data_start, tensors=own, workers=workers)
+    except OSError as exc:
+        unreadable = ModelFileUnreadable(p, f"cannot read: {exc.strerror or exc}")
+        error = error or unreadable
+    identity = ModelIdentity(
+        path=str(p),
+        size=hashes.size if hashes else _size_or_none(p),
+        format=fmt,
+        verdict=Verdict(error.verdict) if error else Verdict.CLEAN,
+        problem=error.problem if error else None,
+        hashes=hashes,
+        manifest=manifest,
+        error=error,
+    )
+    if manifest is not None and hashes is not None and error is None:
+        identity.content_hash = _content_hash(manifest, dict(hashes.tensor_digests))
+    return identity
+
+
+def _identify_folder(p: Path, manifest: Manifest | None, error: ModelFileError | None, fmt: str, workers: int | None) -> ModelIdentity:
+    """A diffusers folder or shard set has no file hashes of its own, only a content hash."""
+    identity = ModelIdentity(
+        path=str(p),
+        size=None,
+        format=fmt,
+        verdict=Verdict(error.verdict) if error else Verdict.CLEAN,
+        problem=error.problem if error else None,
+        manifest=manifest,
+        error=error,
+    )
+    if manifest is None:
+        return identity
+    digests: dict[str, bytes] = {}
+    total = 0
+    by_file: dict[Path, list] = {}
+    for tensor in manifest.tensors:
+        if tensor.file_range is not None and tensor.path is not None:
+            by_file.setdefault(tensor.path, []).append(tensor)
+    for file_path, tensors in by_file.items():
+        file_hashes = hash_file(file_path, tensors=tensors, workers=workers)
+        total += file_hashes.size
+        digests.update(file_hashes.tensor_digests)
+    identity.size = total
+    identity.content_hash = _content_hash(manifest, digests)
+    return identity
+
+
+def _content_hash(manifest: Manifest, digests: dict[str, bytes]) -> str | None:
+    if manifest.format is Format.GGUF:
+        return None  # tensors not read yet: no content hash rather than a wrong one
+    missing = [t for t in manifest.tensors if t.name not in digests]
+    if missing:
+        digests.update(tensor_digests_for(manifest, missing))
+    return combine(manifest.tensors, digests)
+
+
+def _sniffed_format(p: Path) -> str:
+    try:
+        return str(sniff_path(p))
+    except OSError:
+        return str(Format.UNKNOWN)
+
+
+def _size_or_none(p: Path) -> int | None:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return None
