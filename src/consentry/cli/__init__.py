@@ -1,0 +1,53 @@
+"""The ``consentry`` command: a thin click layer over the library.
+
+Every command calls one library function and turns :class:`~consentry.errors.ConsentryError`
+into one line on stderr and an exit status (2 for bad input). ``CONSENTRY_DEBUG=1`` shows
+tracebacks instead.
+"""
+
+from __future__ import annotations
+
+import os
+import click
+
+from consentry import __version__
+from consentry.cli.files import find_cmd, hash_cmd, index_cmd, inspect_cmd
+from consentry.cli.demo import demo_cmd
+from consentry.errors import ConsentryError
+
+
+class _ConsentryGroup(click.Group):
+    """Turns library errors into one stderr line and their exit status, for every command."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except ConsentryError as exc:
+            if os.environ.get("CONSENTRY_DEBUG"):
+                raise
+            click.echo(f"consentry: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_ConsentryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="consentry")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False),
+    envvar="CONSENTRY_DB",
+    help="SQLite database (default: $CONSENTRY_DB or ~/.local/share/consentry/consentry.db).",
+)
+@click.pass_context
+def cli(ctx: click.Context, db: str | None) -> None:
+    """Find, trace and help take down AI models that reproduce real people without consent."""
+    ctx.ensure_object(dict)
+    ctx.obj["db"] = db
+
+
+for command in (hash_cmd, inspect_cmd, index_cmd, find_cmd, demo_cmd):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="consentry")
