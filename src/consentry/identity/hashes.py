@@ -38,6 +38,11 @@ import hashlib
 import os
 import threading
 import zlib
+
+try:  # zlib-ng's CRC-32 uses carry-less multiplication: ~30 GB/s here against zlib's ~6 GB/s.
+    from zlib_ng.zlib_ng import crc32 as _crc32
+except ImportError:  # pragma: no cover - the dependency is declared; this keeps a broken wheel usable
+    _crc32 = zlib.crc32
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +118,7 @@ class _Crc32Job:
         return True
 
     def update(self, start: int, view: memoryview) -> None:
-        self.value = zlib.crc32(view, self.value)
+        self.value = _crc32(view, self.value)
 
 
 class _TailJob:
