@@ -7,6 +7,7 @@ Nothing here imports torch or unpickles anything. Every reader raises a
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from consentry.errors import ModelFileError, ModelFileUnreadable, UnsafeModelError, UnsupportedFormatError, MalformedModelError
@@ -24,6 +25,7 @@ def read_manifest(path: str | os.PathLike[str], limits: ReadLimits = DEFAULT_LIM
     cannot be proven to be a clean model.
     """
     p = Path(path)
+    check_regular(p)
     try:
         fmt = sniff_path(p)
     except OSError as exc:
@@ -34,6 +36,17 @@ def read_manifest(path: str | os.PathLike[str], limits: ReadLimits = DEFAULT_LIM
         raise err if err.path else err.with_path(p) from None
     except OSError as exc:
         raise ModelFileUnreadable(p, f"cannot read: {exc.strerror or exc}") from None
+
+
+def check_regular(p: Path) -> None:
+    """Refuse what is neither a regular file nor a folder before opening it: reading a FIFO
+    or a device would block or never end."""
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        raise ModelFileUnreadable(p, f"cannot read: {exc.strerror or exc}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ModelFileUnreadable(p, "not a regular file (a pipe, socket or device)")
 
 
 def _dispatch(p: Path, fmt: Format, limits: ReadLimits) -> Manifest:

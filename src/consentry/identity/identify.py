@@ -55,12 +55,18 @@ def identify(path: str | os.PathLike[str], *, limits: ReadLimits = DEFAULT_LIMIT
         manifest = read_manifest(p, limits)
     except ModelFileError as exc:
         error = exc
-    fmt = str(manifest.format) if manifest else _sniffed_format(p)
+    if manifest is not None:
+        fmt = str(manifest.format)
+    else:  # never re-open what the reader could not (a FIFO would block)
+        fmt = str(Format.UNKNOWN) if isinstance(error, ModelFileUnreadable) else _sniffed_format(p)
 
     if p.is_dir():
         return _identify_folder(p, manifest, error, fmt, workers)
 
     hashes: FileHashes | None = None
+    if isinstance(error, ModelFileUnreadable):
+        return ModelIdentity(path=str(p), size=_size_or_none(p), format=fmt, verdict=Verdict(error.verdict),
+                             problem=error.problem, error=error)  # fmt: skip
     try:
         data_start = manifest.data_start if manifest and manifest.format is Format.SAFETENSORS else None
         own = [t for t in manifest.tensors if t.file_range is not None and t.path == p] if manifest else []
