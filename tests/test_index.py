@@ -177,3 +177,20 @@ def test_diffusers_folder_indexed_as_one_model_too(tmp_path: Path):
     assert "indexed 0 file(s), 4 unchanged" in run(db, "index", "--no-progress", str(root)).stdout
     hashed = json.loads(run(db, "hash", "--json", str(pipe)).stdout)
     assert hashed["content_hash"] == folder["content_hash"]
+
+
+def test_progress_bar_shows_bytes_per_second(tmp_path: Path, tree: Path, monkeypatch: pytest.MonkeyPatch):
+    import rich.console
+
+    real_console = rich.console.Console
+    consoles = []
+
+    def recording_console(*args, **kwargs):
+        consoles.append(real_console(*args, **kwargs, force_terminal=True, width=120, record=True))
+        return consoles[-1]
+
+    monkeypatch.setattr(rich.console, "Console", recording_console)
+    result = run(tmp_path / "db.sqlite", "index", "--progress", str(tree))
+    assert result.exit_code == 2  # the renamed PNG in the tree
+    text = consoles[0].export_text()
+    assert "/s" in text and "files" in text, text
