@@ -17,7 +17,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from consentry.indexing import index_tree
-from consentry.store.sqlite import Store
+from consentry.store import Store
 
 
 def make_tree(root: Path, files: int) -> int:

@@ -17,7 +17,8 @@ from consentry.formats.limits import DEFAULT_LIMITS, ReadLimits
 from consentry.formats.sniff import MODEL_EXTENSIONS, sniff_path
 from consentry.formats.tensors import Format
 from consentry.inspection.report import inspect_model
-from consentry.store.sqlite import Store, utc_now
+from consentry.store import Store
+from consentry.store.records import utc_now
 
 
 @dataclass

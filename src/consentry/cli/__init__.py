@@ -12,7 +12,9 @@ import click
 
 from consentry import __version__
 from consentry.cli.files import find_cmd, hash_cmd, index_cmd, inspect_cmd
+from consentry.cli.banks import bank_group
 from consentry.cli.demo import demo_cmd
+from consentry.cli.scan import scan_cmd
 from consentry.errors import ConsentryError
 
 
@@ -44,7 +46,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
     ctx.obj["db"] = db
 
 
-for command in (hash_cmd, inspect_cmd, index_cmd, find_cmd, demo_cmd):
+for command in (hash_cmd, inspect_cmd, index_cmd, find_cmd, bank_group, scan_cmd, demo_cmd):
     cli.add_command(command)
 
 

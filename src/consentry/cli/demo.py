@@ -12,7 +12,7 @@ from consentry.demo.sample_models import FICTIONAL_PERSON, write_demo_folder
 from consentry.identity.identify import identify
 from consentry.indexing import index_tree
 from consentry.inspection.report import inspect_model
-from consentry.store.sqlite import Store
+from consentry.store import Store
 
 
 @click.command("demo")

@@ -15,7 +15,7 @@ from consentry.identity.forms import normalise_hash
 from consentry.identity.identify import ModelIdentity, identify
 from consentry.indexing import index_tree
 from consentry.inspection.report import InspectReport, inspect_model
-from consentry.store.sqlite import Store
+from consentry.store import Store
 
 _HASH_ROWS = (
     ("SHA256", "sha256"),

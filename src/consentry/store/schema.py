@@ -1,6 +1,8 @@
-"""The embedded store's schema, as an ordered list of migrations (``PRAGMA user_version``).
+"""The store's schema, as an ordered list of migrations shared by SQLite and PostgreSQL.
 
-Append a migration to change the schema; never edit one that has shipped.
+Write portable SQL; ``{pk}``, ``{bytes}`` and ``{real}`` become each dialect's words
+(:mod:`consentry.store.database`). Append a migration to change the schema; never edit one
+that has shipped. Applied versions are recorded in ``schema_migrations``.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ MIGRATIONS: list[str] = [
     # 1: files seen by `consentry index`, their identity and what inspect found.
     """
     CREATE TABLE files (
-        id INTEGER PRIMARY KEY,
+        id {pk},
         path TEXT NOT NULL UNIQUE,
-        size INTEGER,
-        mtime_ns INTEGER,
-        inode INTEGER,
-        device INTEGER,
+        size BIGINT,
+        mtime_ns BIGINT,
+        inode BIGINT,
+        device BIGINT,
         format TEXT NOT NULL,
         verdict TEXT NOT NULL CHECK (verdict IN ('clean', 'quarantine', 'rejected')),
         problem TEXT,
@@ -26,8 +28,8 @@ MIGRATIONS: list[str] = [
         blake3 TEXT,
         content_hash TEXT,
         architecture TEXT,
-        tensor_count INTEGER,
-        parameter_count INTEGER,
+        tensor_count BIGINT,
+        parameter_count BIGINT,
         metadata_json TEXT,
         inspect_json TEXT,
         indexed_at TEXT NOT NULL
@@ -41,15 +43,103 @@ MIGRATIONS: list[str] = [
     CREATE INDEX files_content_hash ON files (content_hash);
     CREATE INDEX files_verdict ON files (verdict);
     CREATE TABLE index_runs (
-        id INTEGER PRIMARY KEY,
+        id {pk},
         root TEXT NOT NULL,
         started_at TEXT NOT NULL,
         finished_at TEXT,
-        files_seen INTEGER NOT NULL DEFAULT 0,
-        files_indexed INTEGER NOT NULL DEFAULT 0,
-        files_unchanged INTEGER NOT NULL DEFAULT 0,
-        files_flagged INTEGER NOT NULL DEFAULT 0,
-        bytes_hashed INTEGER NOT NULL DEFAULT 0
+        files_seen BIGINT NOT NULL DEFAULT 0,
+        files_indexed BIGINT NOT NULL DEFAULT 0,
+        files_unchanged BIGINT NOT NULL DEFAULT 0,
+        files_flagged BIGINT NOT NULL DEFAULT 0,
+        bytes_hashed BIGINT NOT NULL DEFAULT 0
+    )
+    """,
+    # 2: banks of known models (positive: must be flagged; negative: must never be), their
+    #    entries and the signals (hash values) each entry carries; the review queue; API keys.
+    """
+    CREATE TABLE banks (
+        id {pk},
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL DEFAULT 'positive' CHECK (kind IN ('positive', 'negative')),
+        labels TEXT NOT NULL DEFAULT '[]',
+        description TEXT,
+        source TEXT,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        thresholds TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
     );
+    CREATE TABLE bank_entries (
+        id {pk},
+        bank_id BIGINT NOT NULL REFERENCES banks (id) ON DELETE CASCADE,
+        name TEXT,
+        url TEXT,
+        labels TEXT NOT NULL DEFAULT '[]',
+        note TEXT,
+        provenance TEXT NOT NULL DEFAULT '{}',
+        added_at TEXT NOT NULL,
+        import_id BIGINT
+    );
+    CREATE INDEX bank_entries_bank ON bank_entries (bank_id);
+    CREATE TABLE bank_signals (
+        bank_id BIGINT NOT NULL REFERENCES banks (id) ON DELETE CASCADE,
+        entry_id BIGINT NOT NULL REFERENCES bank_entries (id) ON DELETE CASCADE,
+        signal_type TEXT NOT NULL,
+        value TEXT NOT NULL,
+        UNIQUE (bank_id, signal_type, value)
+    );
+    CREATE INDEX bank_signals_lookup ON bank_signals (signal_type, value);
+    CREATE INDEX bank_signals_entry ON bank_signals (entry_id);
+    CREATE TABLE bank_imports (
+        id {pk},
+        bank_id BIGINT NOT NULL REFERENCES banks (id) ON DELETE CASCADE,
+        source_name TEXT,
+        actor TEXT,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        rows_total BIGINT NOT NULL DEFAULT 0,
+        added BIGINT NOT NULL DEFAULT 0,
+        duplicates BIGINT NOT NULL DEFAULT 0,
+        rejected BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE review_items (
+        id {pk},
+        status TEXT NOT NULL CHECK (status IN ('open', 'confirmed', 'dismissed')),
+        file_name TEXT,
+        file_sha256 TEXT,
+        file_size BIGINT,
+        file_identity TEXT NOT NULL DEFAULT '{}',
+        bank_id BIGINT REFERENCES banks (id) ON DELETE SET NULL,
+        bank_name TEXT NOT NULL,
+        entry_id BIGINT,
+        signal_type TEXT NOT NULL,
+        signal_value TEXT NOT NULL,
+        score {real},
+        threshold {real},
+        source TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX review_items_status ON review_items (status);
+    CREATE UNIQUE INDEX review_items_open_once ON review_items (file_sha256, bank_name, signal_type, signal_value)
+        WHERE status = 'open';
+    CREATE TABLE review_decisions (
+        id {pk},
+        item_id BIGINT NOT NULL REFERENCES review_items (id) ON DELETE CASCADE,
+        action TEXT NOT NULL CHECK (action IN ('confirm', 'dismiss', 'appeal')),
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        negative_bank TEXT,
+        decided_at TEXT NOT NULL
+    );
+    CREATE INDEX review_decisions_item ON review_decisions (item_id);
+    CREATE TABLE api_keys (
+        id {pk},
+        name TEXT NOT NULL UNIQUE,
+        key_hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'reviewer', 'scanner')),
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    )
     """,
 ]

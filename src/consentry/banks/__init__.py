@@ -1,0 +1,1 @@
+"""Banks of known models, signal types and the matcher (see matching.py, signals.py)."""

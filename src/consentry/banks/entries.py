@@ -1,0 +1,48 @@
+"""Adding models to banks: from a model file (all its signals) or from typed hash values."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from consentry.banks.signals import SignalRegistry, signal_registry
+from consentry.errors import ConsentryError, ModelFileUnreadable
+from consentry.identity.identify import ModelIdentity, identify
+from consentry.store import Store
+from consentry.store.banks import BankEntry
+
+
+def entry_from_identity(identity: ModelIdentity, bank_name: str, registry: SignalRegistry | None = None, **fields: Any) -> BankEntry:
+    """A bank entry carrying every signal the file has (the first value of each type)."""
+    registry = registry or signal_registry()
+    signals = {}
+    for signal_type in registry:
+        values = signal_type.values_for(identity)
+        if values:
+            signals[signal_type.name] = values[0]
+    return BankEntry(id=None, bank_name=bank_name, signals=signals, **fields)
+
+
+def add_model_file(store: Store, bank_name: str, path: str | os.PathLike[str], *, name: str | None = None,
+                   url: str | None = None, note: str | None = None, labels: list[str] | None = None,
+                   actor: str | None = None) -> tuple[int | None, BankEntry]:  # fmt: skip
+    """Identify ``path`` and add it to the bank. Returns (entry id or None if already there, entry).
+
+    A file that is malformed or could not be proven safe can still be banked by its bytes:
+    its byte hashes are exactly what re-uploads of it will carry."""
+    bank = store.banks.get(bank_name)
+    identity = identify(Path(path))
+    if isinstance(identity.error, ModelFileUnreadable) or identity.hashes is None:
+        raise ConsentryError(f"{path}: {identity.problem or 'cannot read'}")
+    provenance = {"added_from": "model file", "file_name": Path(path).name, "actor": actor,
+                  "verdict": str(identity.verdict), "format": identity.format}  # fmt: skip
+    entry = entry_from_identity(identity, bank.name, name=name or Path(path).name, url=url, note=note,
+                                labels=list(labels or []), provenance=provenance)  # fmt: skip
+    return store.banks.add_entry(bank, entry), entry
+
+
+def normalise_signals(raw: Mapping[str, str], registry: SignalRegistry | None = None) -> dict[str, str]:
+    """Validate typed values (``{"sha256": "abc..."}``) into canonical form; raises on any bad one."""
+    registry = registry or signal_registry()
+    return {registry.get(t).name: registry.get(t).normalise(v) for t, v in raw.items() if v not in (None, "")}
