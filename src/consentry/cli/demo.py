@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from consentry.cli._output import report_problem
+from consentry.banks.entries import add_model_file
+from consentry.banks.matching import scan_paths
 from consentry.demo.sample_models import FICTIONAL_PERSON, write_demo_folder
 from consentry.identity.identify import identify
 from consentry.indexing import index_tree
@@ -46,4 +47,13 @@ def demo_cmd(ctx: click.Context, folder: Path | None) -> None:
             matches = [s for s, _kinds in store.find_hash(value) if s.path != str(paths["original"].resolve())]
             found = ", ".join(str(Path(s.path).relative_to(root.resolve())) for s in matches) or "no other copy"
             click.echo(f"  copies by {label:<13} {found}")
-    click.echo("\nnext: consentry inspect <file>, consentry find <hash>, consentry index <your folder>")
+
+        bank_name = "demo-deleted-likeness"
+        if bank_name not in {b.name for b in store.banks.list(with_counts=False)}:
+            store.banks.create(bank_name, labels=["real-person-likeness"], source="consentry demo")
+        add_model_file(store, bank_name, paths["original"], url="https://civitai.com/models/000000 (deleted)", actor="demo")
+        click.echo(f"\nbanked it in {bank_name!r}; scanning the uploads and the mirror against every enabled bank:")
+        for scanned in scan_paths(store, [root / "mirror", root / "uploads"], queue=False):
+            via = "; ".join(f"{m.bank} via {'+'.join(t for t, _v, _b in m.signals)}" for m in scanned.matches)
+            click.echo(f"  {scanned.status:<10} {Path(scanned.path).relative_to(root)}" + (f"  ({via})" if via else ""))
+    click.echo("\nnext: consentry inspect <file>, consentry find <hash>, consentry index <folder>, consentry scan <folder>")
