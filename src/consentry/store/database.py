@@ -2,7 +2,8 @@
 
 SQL is written with ``?`` placeholders and portable types; the wrapper converts placeholders
 for psycopg and fills the few dialect words in migrations (``{pk}``, ``{bytes}``). Transactions
-nest by counting: only the outermost ``with db.transaction()`` issues BEGIN/COMMIT.
+nest by counting: only the outermost ``with db.transaction()`` issues BEGIN/COMMIT, and an
+exception escaping any nested block makes the whole transaction roll back, on both databases.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -38,6 +40,26 @@ def is_postgres_url(target: str | os.PathLike[str]) -> bool:
     return str(target).startswith(("postgresql://", "postgres://"))
 
 
+# libpq reads a URL's user info up to the first '@' before any '/', the password after its first
+# ':'; a password may also come as a query parameter.
+_URL_PASSWORD = re.compile(r"^([a-z]+://[^:@/]*):([^@/]*)@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: what messages and ``Store.path`` show."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
+
+
+def _url_passwords(url: str) -> list[str]:
+    """The password(s) written in ``url``, raw and decoded, to scrub from driver messages."""
+    from urllib.parse import unquote
+
+    found = [m.group(2) for m in [_URL_PASSWORD.match(url)] if m]
+    found += [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
+    return [p for raw in found if raw for p in {raw, unquote(raw)}]
+
+
 class Database:
     """A connection plus its dialect. Not shared between threads: open one per thread."""
 
@@ -46,6 +68,7 @@ class Database:
         self.dialect = dialect
         self.label = label  # path or URL without password, for messages
         self._depth = 0
+        self._doomed = False  # an exception escaped a nested block: the transaction must not commit
         self._lock = threading.RLock()
 
     # --- opening -------------------------------------------------------------------------------
@@ -62,7 +85,7 @@ class Database:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
@@ -74,7 +97,7 @@ class Database:
 
     @classmethod
     def _connect_postgres(cls, url: str) -> "Database":
-        label = re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
+        label = mask_url(url)
         if psycopg is None:
             raise StoreError(f"{label}: PostgreSQL needs the 'psycopg' package (pip install 'consentry[postgres]')")
         from psycopg.rows import dict_row
@@ -82,7 +105,10 @@ class Database:
         try:
             conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
         except psycopg.Error as exc:
-            raise StoreError(f"{label}: cannot connect: {str(exc).strip().splitlines()[0]}") from None
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            for password in _url_passwords(url):  # libpq quotes bad URL parts back, password included
+                message = message.replace(password, "***")
+            raise StoreError(f"{label}: cannot connect: {message}") from None
         return cls(conn, "postgresql", label)
 
     def close(self) -> None:
@@ -114,19 +140,28 @@ class Database:
     def query_one(self, statement: str, params: Sequence[Any] = ()) -> Any | None:
         return self.execute(statement, params).fetchone()
 
-    def insert(self, statement: str, params: Sequence[Any] = ()) -> int:
-        """Run an INSERT and return the new row's ``id``."""
+    def insert(self, statement: str, params: Sequence[Any] = ()) -> int | None:
+        """Run an INSERT and return the new row's ``id`` (None when ``ON CONFLICT DO NOTHING`` skipped it)."""
         if self.dialect == "postgresql":
-            return int(self.execute(statement + " RETURNING id", params).fetchone()["id"])
-        return int(self.execute(statement, params).lastrowid)
+            row = self.execute(statement + " RETURNING id", params).fetchone()
+            return int(row["id"]) if row else None
+        cursor = self.execute(statement, params)
+        return int(cursor.lastrowid) if cursor.rowcount > 0 else None
 
     @contextmanager
     def transaction(self) -> Iterator["Database"]:
-        """BEGIN ... COMMIT, or ROLLBACK on any exception; nested blocks join the outer one."""
+        """BEGIN ... COMMIT, or ROLLBACK on any exception; nested blocks join the outer one.
+
+        An exception that leaves a nested block dooms the whole transaction even if the outer
+        block catches it: PostgreSQL cannot go on after a failed statement (and would turn the
+        COMMIT into a silent ROLLBACK), and SQLite would commit the inner block's partial
+        writes. The outer block then rolls back and raises StoreError instead of committing.
+        """
         with self._lock:
             outer = self._depth == 0
             if outer:
                 self.conn.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+                self._doomed = False
             self._depth += 1
             try:
                 yield self
@@ -134,9 +169,14 @@ class Database:
                 self._depth -= 1
                 if outer:
                     self.conn.execute("ROLLBACK")
+                else:
+                    self._doomed = True
                 raise
             self._depth -= 1
             if outer:
+                if self._doomed:
+                    self.conn.execute("ROLLBACK")
+                    raise StoreError(f"{self.label}: transaction rolled back: a statement inside it failed")
                 self.conn.execute("COMMIT")
 
     def _dialect_words(self, script: str) -> str:
@@ -147,11 +187,14 @@ class Database:
     # --- schema --------------------------------------------------------------------------------
 
     def migrate(self, migrations: Sequence[str]) -> None:
-        """Apply the migrations not yet applied, each in its own transaction."""
-        self.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        """Apply the migrations not yet applied, all in one transaction (all or none)."""
         with self.transaction():
-            if self.dialect == "postgresql":  # two processes starting at once must not both migrate
+            # Two processes starting at once must not both migrate (SQLite's BEGIN IMMEDIATE already
+            # serialises them). The lock comes first: PostgreSQL's CREATE TABLE IF NOT EXISTS is not
+            # safe against a concurrent twin (it fails on a duplicate pg_type row).
+            if self.dialect == "postgresql":
                 self.execute("SELECT pg_advisory_xact_lock(7723011)")
+            self.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
             row = self.query_one("SELECT max(version) AS v FROM schema_migrations")
             version = (row["v"] if row else None) or 0
             if version > len(migrations):
@@ -160,6 +203,19 @@ class Database:
                 for statement in split_statements(self._dialect_words(migrations[number])):
                     self.execute(statement)
                 self.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (number + 1, utc_now()))
+
+
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
+    """Switch to WAL. The switch needs an exclusive lock and SQLite does not always wait for it
+    (no busy handler), so processes opening a new database at once retry briefly."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def split_statements(script: str) -> list[str]:

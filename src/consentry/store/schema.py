@@ -86,9 +86,10 @@ MIGRATIONS: list[str] = [
         entry_id BIGINT NOT NULL REFERENCES bank_entries (id) ON DELETE CASCADE,
         signal_type TEXT NOT NULL,
         value TEXT NOT NULL,
-        UNIQUE (bank_id, signal_type, value)
+        -- (type, value) first: the same index serves the matcher's lookups across banks and the
+        -- per-bank duplicate check, so a 10M-value bank maintains one large index, not two.
+        UNIQUE (signal_type, value, bank_id)
     );
-    CREATE INDEX bank_signals_lookup ON bank_signals (signal_type, value);
     CREATE INDEX bank_signals_entry ON bank_signals (entry_id);
     CREATE TABLE bank_imports (
         id {pk},
