@@ -163,6 +163,11 @@ class BankRepository:
         if not entry.signals:
             raise ValueError("an entry needs at least one signal")
         with self.db.transaction():
+            if self.db.dialect == "postgresql":
+                # Serialise adders to this bank, as SQLite's BEGIN IMMEDIATE does, so two clients
+                # adding the same model cannot both pass the check below and one then fail on the
+                # unique signal. NO KEY UPDATE leaves the foreign-key checks of other writers alone.
+                self.db.execute("SELECT id FROM banks WHERE id = ? FOR NO KEY UPDATE", (bank.id,))
             if self.existing_signals(bank, entry.signals.items()):
                 return None
             entry_id = self.db.insert(
