@@ -13,8 +13,10 @@ import click
 from consentry import __version__
 from consentry.cli.files import find_cmd, hash_cmd, index_cmd, inspect_cmd
 from consentry.cli.banks import bank_group
+from consentry.cli import bank_io  # noqa: F401  (adds `bank import` / `bank export` to bank_group)
 from consentry.cli.demo import demo_cmd
 from consentry.cli.scan import scan_cmd
+from consentry.cli.serve import apikey_group, review_group, serve_cmd
 from consentry.errors import ConsentryError
 
 
@@ -35,9 +37,8 @@ class _ConsentryGroup(click.Group):
 @click.version_option(__version__, prog_name="consentry")
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False),
     envvar="CONSENTRY_DB",
-    help="SQLite database (default: $CONSENTRY_DB or ~/.local/share/consentry/consentry.db).",
+    help="SQLite file or postgresql:// URL (default: $CONSENTRY_DB or ~/.local/share/consentry/consentry.db).",
 )
 @click.pass_context
 def cli(ctx: click.Context, db: str | None) -> None:
@@ -46,7 +47,8 @@ def cli(ctx: click.Context, db: str | None) -> None:
     ctx.obj["db"] = db
 
 
-for command in (hash_cmd, inspect_cmd, index_cmd, find_cmd, bank_group, scan_cmd, demo_cmd):
+for command in (hash_cmd, inspect_cmd, index_cmd, find_cmd, bank_group, scan_cmd, demo_cmd, serve_cmd, apikey_group,
+                review_group):
     cli.add_command(command)
 
 

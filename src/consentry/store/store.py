@@ -74,9 +74,11 @@ class Store:
         self.db = db
         from consentry.store.banks import BankRepository
         from consentry.store.reviews import ReviewRepository
+        from consentry.store.api_keys import ApiKeyRepository
 
         self.banks = BankRepository(db)
         self.reviews = ReviewRepository(db)
+        self.api_keys = ApiKeyRepository(db)
 
     @classmethod
     def open(cls, target: str | os.PathLike[str] | None = None) -> "Store":
