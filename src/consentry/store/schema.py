@@ -143,4 +143,35 @@ MIGRATIONS: list[str] = [
         revoked_at TEXT
     )
     """,
+    # 3: weight fingerprints (issue 3): one per fingerprinted file, with its per-module sketches
+    #    (``sketch``) and the whole-model unit vector the nearest-neighbour index is built from;
+    #    and the base models checkpoints are fingerprinted against.
+    """
+    CREATE TABLE fingerprints (
+        id {pk},
+        path TEXT NOT NULL UNIQUE,
+        sha256 TEXT,
+        content_hash TEXT,
+        kind TEXT NOT NULL,
+        family TEXT,
+        key_format TEXT,
+        base_name TEXT,
+        module_count BIGINT NOT NULL,
+        version INTEGER NOT NULL,
+        sketch {bytes} NOT NULL,
+        vector {bytes} NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX fingerprints_content_hash ON fingerprints (content_hash);
+    CREATE INDEX fingerprints_family ON fingerprints (family);
+    CREATE TABLE base_models (
+        id {pk},
+        name TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL,
+        sha256 TEXT,
+        content_hash TEXT,
+        family TEXT,
+        added_at TEXT NOT NULL
+    )
+    """,
 ]

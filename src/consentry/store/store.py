@@ -75,10 +75,12 @@ class Store:
         from consentry.store.banks import BankRepository
         from consentry.store.reviews import ReviewRepository
         from consentry.store.api_keys import ApiKeyRepository
+        from consentry.store.fingerprints import FingerprintRepository
 
         self.banks = BankRepository(db)
         self.reviews = ReviewRepository(db)
         self.api_keys = ApiKeyRepository(db)
+        self.fingerprints = FingerprintRepository(db)
 
     @classmethod
     def open(cls, target: str | os.PathLike[str] | None = None) -> "Store":
