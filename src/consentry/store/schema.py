@@ -174,4 +174,110 @@ MIGRATIONS: list[str] = [
         added_at TEXT NOT NULL
     )
     """,
+    # 4: the hubs' catalogues as crawled (issue 5), hub-agnostic: a model (Civitai model, Hugging
+    #    Face repo), its versions (Civitai versions, HF revisions), files with every hash the hub
+    #    lists or that was computed remotely, preview images with generation metadata, and the
+    #    crawl checkpoints that make a killed crawl resume. ``raw`` keeps the hub's JSON as
+    #    received; ``first_seen``/``last_seen``/``gone_at`` track presence across crawls.
+    """
+    CREATE TABLE hub_models (
+        id {pk},
+        hub TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        name TEXT,
+        type TEXT,
+        creator TEXT,
+        url TEXT,
+        description TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        nsfw INTEGER,
+        nsfw_level BIGINT,
+        poi INTEGER,
+        minor INTEGER,
+        base_model TEXT,
+        stats TEXT,
+        raw TEXT,
+        created_at TEXT,
+        updated_at TEXT,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        gone_at TEXT,
+        UNIQUE (hub, remote_id)
+    );
+    CREATE TABLE hub_versions (
+        id {pk},
+        hub TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        model_remote_id TEXT NOT NULL,
+        name TEXT,
+        base_model TEXT,
+        trained_words TEXT NOT NULL DEFAULT '[]',
+        nsfw_level BIGINT,
+        raw TEXT,
+        created_at TEXT,
+        published_at TEXT,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        UNIQUE (hub, remote_id)
+    );
+    CREATE INDEX hub_versions_model ON hub_versions (hub, model_remote_id);
+    CREATE TABLE hub_files (
+        id {pk},
+        hub TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        model_remote_id TEXT,
+        version_remote_id TEXT,
+        name TEXT,
+        url TEXT,
+        size BIGINT,
+        format TEXT,
+        sha256 TEXT,
+        autov1 TEXT,
+        autov2 TEXT,
+        autov3 TEXT,
+        crc32 TEXT,
+        blake3 TEXT,
+        content_hash TEXT,
+        metadata_json TEXT,
+        header_json TEXT,
+        bytes_fetched BIGINT,
+        raw TEXT,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        UNIQUE (hub, remote_id)
+    );
+    CREATE INDEX hub_files_sha256 ON hub_files (sha256);
+    CREATE INDEX hub_files_autov2 ON hub_files (autov2);
+    CREATE INDEX hub_files_autov3 ON hub_files (autov3);
+    CREATE INDEX hub_files_blake3 ON hub_files (blake3);
+    CREATE INDEX hub_files_model ON hub_files (hub, model_remote_id);
+    CREATE TABLE hub_images (
+        id {pk},
+        hub TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        model_remote_id TEXT,
+        version_remote_id TEXT,
+        url TEXT,
+        width BIGINT,
+        height BIGINT,
+        nsfw_level BIGINT,
+        meta TEXT,
+        raw TEXT,
+        created_at TEXT,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        UNIQUE (hub, remote_id)
+    );
+    CREATE INDEX hub_images_model ON hub_images (hub, model_remote_id);
+    CREATE TABLE crawl_state (
+        hub TEXT NOT NULL,
+        query_key TEXT NOT NULL,
+        cursor TEXT,
+        records BIGINT NOT NULL DEFAULT 0,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT,
+        PRIMARY KEY (hub, query_key)
+    )
+    """,
 ]

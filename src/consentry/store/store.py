@@ -76,11 +76,13 @@ class Store:
         from consentry.store.reviews import ReviewRepository
         from consentry.store.api_keys import ApiKeyRepository
         from consentry.store.fingerprints import FingerprintRepository
+        from consentry.store.hubs import HubRepository
 
         self.banks = BankRepository(db)
         self.reviews = ReviewRepository(db)
         self.api_keys = ApiKeyRepository(db)
         self.fingerprints = FingerprintRepository(db)
+        self.hubs = HubRepository(db)
 
     @classmethod
     def open(cls, target: str | os.PathLike[str] | None = None) -> "Store":

@@ -1,0 +1,108 @@
+"""Persistence of crawled hub catalogues (models, versions, files, images) and crawl checkpoints.
+
+Every upsert is keyed by (hub, remote_id) and keeps ``first_seen`` while moving ``last_seen``,
+so re-crawling is idempotent: a resumed crawl that sees a record twice stores it once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from consentry.store.database import Database
+from consentry.store.records import from_json, to_json, utc_now
+
+_JSON_COLUMNS = {"tags", "trained_words", "stats", "raw", "meta", "metadata_json", "header_json"}
+
+MODEL_COLUMNS = ("name", "type", "creator", "url", "description", "tags", "nsfw", "nsfw_level", "poi", "minor",
+                 "base_model", "stats", "raw", "created_at", "updated_at")  # fmt: skip
+VERSION_COLUMNS = ("model_remote_id", "name", "base_model", "trained_words", "nsfw_level", "raw", "created_at", "published_at")
+FILE_COLUMNS = ("model_remote_id", "version_remote_id", "name", "url", "size", "format", "sha256", "autov1", "autov2",
+                "autov3", "crc32", "blake3", "content_hash", "metadata_json", "header_json", "bytes_fetched", "raw")  # fmt: skip
+IMAGE_COLUMNS = ("model_remote_id", "version_remote_id", "url", "width", "height", "nsfw_level", "meta", "raw", "created_at")
+
+_TABLES = {
+    "hub_models": MODEL_COLUMNS,
+    "hub_versions": VERSION_COLUMNS,
+    "hub_files": FILE_COLUMNS,
+    "hub_images": IMAGE_COLUMNS,
+}
+
+
+class HubRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def upsert(self, table: str, hub: str, records: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or update records of one table (keyed by ``remote_id``); returns how many.
+
+        Values for JSON columns may be Python objects; hashes should already be upper-case."""
+        columns = _TABLES[table]
+        now = utc_now()
+        rows = []
+        for record in records:
+            values = []
+            for column in columns:
+                value = record.get(column)
+                if value is None and column in ("tags", "trained_words"):
+                    value = []
+                if column in _JSON_COLUMNS and value is not None and not isinstance(value, str):
+                    value = to_json(value)
+                elif isinstance(value, bool):
+                    value = int(value)
+                values.append(value)
+            rows.append((hub, str(record["remote_id"]), *values, now, now))
+        if not rows:
+            return 0
+        names = ("hub", "remote_id", *columns, "first_seen", "last_seen")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in (*columns, "last_seen"))
+        sql = (
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
+            f" ON CONFLICT (hub, remote_id) DO UPDATE SET {updates}"
+        )
+        with self.db.transaction():
+            self.db.executemany(sql, rows)
+        return len(rows)
+
+    def get(self, table: str, hub: str, remote_id: str) -> dict[str, Any] | None:
+        if table not in _TABLES:
+            raise ValueError(table)
+        row = self.db.query_one(f"SELECT * FROM {table} WHERE hub = ? AND remote_id = ?", (hub, str(remote_id)))
+        if row is None:
+            return None
+        return {k: (from_json(row[k], None) if k in _JSON_COLUMNS else row[k]) for k in row.keys()}
+
+    def count(self, table: str, hub: str | None = None) -> int:
+        if table not in _TABLES:
+            raise ValueError(table)
+        sql, args = f"SELECT count(*) AS n FROM {table}", ()
+        if hub:
+            sql, args = sql + " WHERE hub = ?", (hub,)
+        return int(self.db.query_one(sql, args)["n"])
+
+    def files_by_hash(self, column: str, value: str) -> list[dict[str, Any]]:
+        if column not in ("sha256", "autov2", "autov3", "blake3", "crc32", "autov1", "content_hash"):
+            raise ValueError(column)
+        return [dict(r) for r in self.db.query(f"SELECT * FROM hub_files WHERE {column} = ?", (value,))]
+
+    # --- crawl checkpoints ---------------------------------------------------------------------
+
+    def checkpoint(self, hub: str, query_key: str) -> dict[str, Any] | None:
+        row = self.db.query_one("SELECT * FROM crawl_state WHERE hub = ? AND query_key = ?", (hub, query_key))
+        return dict(row) if row else None
+
+    def save_checkpoint(self, hub: str, query_key: str, cursor: str | None, records_added: int, *, finished: bool = False) -> None:
+        """Move the checkpoint; call inside the same transaction as the page's upserts so the
+        page and its cursor are committed together (that is what makes a resume exact)."""
+        now = utc_now()
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO crawl_state (hub, query_key, cursor, records, started_at, updated_at, finished_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hub, query_key) DO UPDATE SET cursor = excluded.cursor,"
+                " records = crawl_state.records + excluded.records, updated_at = excluded.updated_at,"
+                " finished_at = excluded.finished_at",
+                (hub, query_key, cursor, records_added, now, now, now if finished else None),
+            )
+
+    def reset_checkpoint(self, hub: str, query_key: str) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM crawl_state WHERE hub = ? AND query_key = ?", (hub, query_key))
