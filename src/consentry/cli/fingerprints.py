@@ -15,45 +15,11 @@ from consentry.fingerprints.compare import could_not_compare
 from consentry.fingerprints.model import KIND_DELTA, KIND_LORA
 from consentry.formats import read_manifest
 from consentry.inspection.architecture import recognise
+from consentry.fingerprints.stored import compute_fingerprint as compute, save_fingerprint as save
 from consentry.store import Store
 
 _path = click.Path(exists=True, path_type=Path)
 _base_option = click.option("--base", "base_name", metavar="NAME", help="Registered base model (`consentry base add`) for full checkpoints.")
-
-
-def compute(store: Store, path: Path, base_name: str | None) -> Fingerprint:
-    """Fingerprint a file; a full checkpoint is measured against ``--base`` or, if exactly one
-    base of its family is registered, that one (said in the notes)."""
-    manifest = read_manifest(path)
-    arch = recognise(manifest.tensors)
-    base_manifest, note = None, None
-    if arch.kind in _FULL_KINDS and arch.variant is None:
-        if base_name is None:
-            bases = [b for b in store.fingerprints.list_bases() if b.family == arch.family]
-            if len(bases) == 1:
-                base_name, note = bases[0].name, f"base {bases[0].name} chosen: the only registered {arch.family} base"
-        if base_name is not None:
-            base = store.fingerprints.get_base(base_name)
-            if base is None:
-                raise FingerprintError(f"no base model named {base_name!r} (see `consentry base list`)")
-            base_manifest = read_manifest(base.path)
-    fp = fingerprint_manifest(manifest, base_manifest, base_name=base_name)
-    fp.source = str(path)
-    if note:
-        fp.notes.append(note)
-    return fp
-
-
-def save(store: Store, fp: Fingerprint, path: Path) -> int:
-    from consentry.identity.identify import identify
-
-    ident = identify(path)
-    hashes = ident.hashes.as_dict() if ident.hashes else {}
-    return store.fingerprints.put(
-        path=str(path.resolve()), sha256=hashes.get("sha256"), content_hash=ident.content_hash, kind=fp.kind,
-        family=fp.family, key_format=fp.key_format, base_name=fp.base, module_count=fp.module_count,
-        version=fp.version, sketch=fp.to_bytes(), vector=fp.vector(),
-    )  # fmt: skip
 
 
 @click.command("fingerprint")

@@ -1,0 +1,52 @@
+"""Fingerprints in the store: compute one for a file (choosing the registered base for a
+checkpoint) and record it. Used by `consentry fingerprint` and by banks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from consentry.fingerprints.build import _FULL_KINDS, fingerprint_manifest
+from consentry.fingerprints.errors import FingerprintError
+from consentry.fingerprints.model import Fingerprint
+from consentry.formats import read_manifest
+from consentry.identity.identify import ModelIdentity
+from consentry.inspection.architecture import recognise
+
+
+def compute_fingerprint(store, path: str | os.PathLike[str], base_name: str | None = None) -> Fingerprint:
+    """Fingerprint a file; a full checkpoint is measured against ``--base`` or, if exactly one
+    base of its family is registered, that one (said in the notes)."""
+    manifest = read_manifest(path)
+    arch = recognise(manifest.tensors)
+    base_manifest, note = None, None
+    if arch.kind in _FULL_KINDS and arch.variant is None:
+        if base_name is None:
+            bases = [b for b in store.fingerprints.list_bases() if b.family == arch.family]
+            if len(bases) == 1:
+                base_name, note = bases[0].name, f"base {bases[0].name} chosen: the only registered {arch.family} base"
+        if base_name is not None:
+            base = store.fingerprints.get_base(base_name)
+            if base is None:
+                raise FingerprintError(f"no base model named {base_name!r} (see `consentry base list`)")
+            base_manifest = read_manifest(base.path)
+    fp = fingerprint_manifest(manifest, base_manifest, base_name=base_name)
+    fp.source = str(path)
+    if note:
+        fp.notes.append(note)
+    return fp
+
+
+def save_fingerprint(store, fp: Fingerprint, path: str | os.PathLike[str], *, identity: ModelIdentity | None = None,
+                     key: str | None = None) -> int:  # fmt: skip
+    """Record ``fp``; ``key`` (default: the file's absolute path) names the row, so a bank
+    entry's fingerprint can live beside files fingerprinted by path."""
+    from consentry.identity.identify import identify
+
+    ident = identity or identify(path)
+    hashes = ident.hashes.as_dict() if ident.hashes else {}
+    return store.fingerprints.put(
+        path=key or str(Path(path).resolve()), sha256=hashes.get("sha256"), content_hash=ident.content_hash, kind=fp.kind,
+        family=fp.family, key_format=fp.key_format, base_name=fp.base, module_count=fp.module_count,
+        version=fp.version, sketch=fp.to_bytes(), vector=fp.vector(),
+    )  # fmt: skip
