@@ -39,7 +39,13 @@ def add_model_file(store: Store, bank_name: str, path: str | os.PathLike[str], *
                   "verdict": str(identity.verdict), "format": identity.format}  # fmt: skip
     entry = entry_from_identity(identity, bank.name, name=name or Path(path).name, url=url, note=note,
                                 labels=list(labels or []), provenance=provenance)  # fmt: skip
-    return store.banks.add_entry(bank, entry), entry
+    entry_id = store.banks.add_entry(bank, entry)
+    if entry_id is not None and identity.manifest is not None and not identity.problem:
+        from consentry.banks.fingerprint_matching import fingerprint_entry
+
+        why_not = fingerprint_entry(store, entry_id, path, identity)
+        entry.provenance["fingerprint"] = "stored" if why_not is None else f"not stored: {why_not}"
+    return entry_id, entry
 
 
 def normalise_signals(raw: Mapping[str, str], registry: SignalRegistry | None = None) -> dict[str, str]:

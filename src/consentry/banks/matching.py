@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from consentry.banks.fingerprint_matching import SIGNAL, fingerprint_candidates
 from consentry.banks.signals import SignalRegistry, signal_registry
 from consentry.formats.limits import DEFAULT_LIMITS, ReadLimits
 from consentry.identity.identify import ModelIdentity, identify
@@ -117,9 +118,20 @@ def match_identity(store: Store, identity: ModelIdentity, registry: SignalRegist
         )
         first = entry_hits[0]
         matches.append(Match(bank=first.bank, bank_kind=first.bank_kind, entry=store.banks.entry(entry_id), signals=signals))
+    fp_hits, fp_notes = fingerprint_candidates(store, identity)
+    for entry_id, verdict, score, threshold, reason in fp_hits:
+        if entry_id in grouped:
+            continue  # already matched by an exact hash: the stronger evidence is shown
+        entry = store.banks.entry(entry_id)
+        bank = store.banks.get(entry.bank_name)
+        if not bank.enabled:
+            continue
+        matches.append(Match(bank=bank.name, bank_kind=bank.kind, entry=entry, signals=[(SIGNAL, verdict, 0)],
+                             score=score, threshold=threshold))  # fmt: skip
     positive = [m for m in matches if m.bank_kind == "positive"]
     negative = [m for m in matches if m.bank_kind == "negative"]
-    result = ScanResult(path=identity.path, identity=identity, status=STATUS_NO_MATCH, matches=positive, negative=negative)
+    result = ScanResult(path=identity.path, identity=identity, status=STATUS_NO_MATCH, matches=positive, negative=negative,
+                        notes=list(fp_notes))  # fmt: skip
     if negative:
         banks = sorted({m.bank for m in negative})
         result.notes.append(f"known-good in negative bank(s) {', '.join(banks)}: similarity matches are suppressed")

@@ -147,4 +147,5 @@ def add_cmd(ctx: click.Context, name: str, model_files: tuple[Path, ...], entry_
             entry_id, entry = add_model_file(store, name, path, name=entry_name, url=url, note=note,
                                              labels=list(labels), actor=actor)  # fmt: skip
             state = "added" if entry_id is not None else "already in the bank"
-            click.echo(f"{path}: {state} ({', '.join(entry.signals)})")
+            fingerprint = entry.provenance.get("fingerprint")
+            click.echo(f"{path}: {state} ({', '.join(entry.signals)})" + (f"; fingerprint {fingerprint}" if fingerprint else ""))

@@ -50,6 +50,8 @@ def _print_result(result: ScanResult) -> None:
         entry = m.entry
         where = f"{entry.name or '-'}" + (f" <{entry.url}>" if entry and entry.url else "") if entry else "-"
         signals = ", ".join(f"{t} {v}" for t, v, _bits in m.signals)
+        if m.score is not None:
+            signals += f" (score {m.score:.3f}, threshold {m.threshold:.3f})"
         suppressed = f"  [suppressed by negative bank {m.suppressed_by}]" if m.suppressed_by else ""
         weak = "  [weak]" if m.weak else ""
         click.echo(f"    {m.bank_kind} bank {m.bank}: {where}  via {signals}{weak}{suppressed}")

@@ -152,6 +152,11 @@ class BankRepository:
     def delete(self, name: str) -> None:
         bank = self.get(name)
         with self.db.transaction():
+            # Fingerprints of this bank's entries live in the fingerprints table under "bank-entry:<id>".
+            self.db.execute(
+                "DELETE FROM fingerprints WHERE path IN (SELECT 'bank-entry:' || CAST(id AS TEXT) FROM bank_entries WHERE bank_id = ?)",
+                (bank.id,),
+            )
             self.db.execute("DELETE FROM bank_signals WHERE bank_id = ?", (bank.id,))
             self.db.execute("DELETE FROM bank_entries WHERE bank_id = ?", (bank.id,))
             self.db.execute("DELETE FROM banks WHERE id = ?", (bank.id,))

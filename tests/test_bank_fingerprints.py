@@ -1,0 +1,90 @@
+"""The fingerprint signal in banks: converted re-uploads match by weights, with score and threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from consentry.banks.entries import add_model_file
+from consentry.banks.matching import STATUS_MATCH, STATUS_NO_MATCH, match_identity
+from consentry.cli import cli
+from consentry.identity.identify import identify
+from consentry.store import Store
+from test_fingerprints import make_lora, refactor, save_lora
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the NN index cache
+    with Store.open(tmp_path / "db.sqlite") as s:
+        yield s
+
+
+def test_converted_reupload_matches_by_fingerprint_only(tmp_path: Path, store: Store):
+    lora = make_lora(1)
+    original = save_lora(lora, tmp_path / "jane_v1.safetensors", fmt="kohya")
+    # Converted to PEFT keys, re-factorised and cast to fp16: every hash differs.
+    converted = save_lora(refactor(lora, 5), tmp_path / "LORA.safetensors", fmt="peft", dtype=np.float16)
+    unrelated = save_lora(make_lora(2), tmp_path / "other.safetensors", fmt="kohya")
+    store.banks.create("deleted")
+    _entry_id, entry = add_model_file(store, "deleted", original)
+    assert entry.provenance["fingerprint"] == "stored"
+
+    result = match_identity(store, identify(converted))
+    assert result.status == STATUS_MATCH
+    match = result.matches[0]
+    assert match.signal_type == "fingerprint" and match.value == "same"
+    assert match.score >= 0.97 and match.threshold is not None and match.score >= match.threshold
+    assert match.as_dict()["entry"]["name"] == "jane_v1.safetensors"
+    assert match_identity(store, identify(unrelated)).status == STATUS_NO_MATCH
+
+
+def test_bank_threshold_is_applied(tmp_path: Path, store: Store):
+    lora = make_lora(3)
+    original = save_lora(lora, tmp_path / "a.safetensors")
+    copy = save_lora(refactor(lora, 9), tmp_path / "b.safetensors", fmt="peft")
+    store.banks.create("strict", thresholds={"fingerprint": 1.01})  # nothing can reach it
+    add_model_file(store, "strict", original)
+    assert match_identity(store, identify(copy)).status == STATUS_NO_MATCH
+
+
+def test_negative_bank_fingerprint_suppresses_a_positive_one(tmp_path: Path, store: Store):
+    lora = make_lora(4)
+    original = save_lora(lora, tmp_path / "base_style.safetensors")
+    copy = save_lora(refactor(lora, 3), tmp_path / "copy.safetensors", fmt="peft", dtype=np.float16)
+    store.banks.create("flagged")
+    store.banks.create("known-good", kind="negative")
+    add_model_file(store, "flagged", original)
+    add_model_file(store, "known-good", original)
+    result = match_identity(store, identify(copy))
+    assert result.status == STATUS_NO_MATCH
+    assert result.matches[0].suppressed_by == "known-good"
+    assert any("suppressed" in n for n in result.notes)
+
+
+def test_deleting_a_bank_removes_its_fingerprints(tmp_path: Path, store: Store):
+    original = save_lora(make_lora(6), tmp_path / "a.safetensors")
+    store.banks.create("gone")
+    add_model_file(store, "gone", original)
+    assert store.fingerprints.count() == 1
+    store.banks.delete("gone")
+    assert store.fingerprints.count() == 0
+
+
+def test_scan_cli_shows_fingerprint_score_and_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lora = make_lora(7)
+    original = save_lora(lora, tmp_path / "jane.safetensors")
+    (tmp_path / "up").mkdir()
+    copy = save_lora(refactor(lora, 2), tmp_path / "up" / "LORA.safetensors", fmt="peft")
+    db = str(tmp_path / "db.sqlite")
+    runner = CliRunner()
+    runner.invoke(cli, ["--db", db, "bank", "create", "deleted"], catch_exceptions=False)
+    added = runner.invoke(cli, ["--db", db, "bank", "add", "deleted", str(original)], catch_exceptions=False)
+    assert "fingerprint stored" in added.stdout
+    scanned = runner.invoke(cli, ["--db", db, "scan", str(copy)], catch_exceptions=False)
+    assert scanned.exit_code == 1
+    assert "via fingerprint same" in scanned.stdout and "score" in scanned.stdout and "threshold" in scanned.stdout
