@@ -37,6 +37,14 @@ def compute_fingerprint(store, path: str | os.PathLike[str], base_name: str | No
     return fp
 
 
+HUB_FILE_PREFIX = "hub-file:"
+
+
+def hub_file_key(hub: str, remote_id: str) -> str:
+    """The row key of a hub file's fingerprint (beside local paths and ``bank-entry:<id>``)."""
+    return f"{HUB_FILE_PREFIX}{hub}:{remote_id}"
+
+
 def save_fingerprint(store, fp: Fingerprint, path: str | os.PathLike[str], *, identity: ModelIdentity | None = None,
                      key: str | None = None) -> int:  # fmt: skip
     """Record ``fp``; ``key`` (default: the file's absolute path) names the row, so a bank
@@ -45,8 +53,13 @@ def save_fingerprint(store, fp: Fingerprint, path: str | os.PathLike[str], *, id
 
     ident = identity or identify(path)
     hashes = ident.hashes.as_dict() if ident.hashes else {}
+    return put_fingerprint(store, fp, key or str(Path(path).resolve()), sha256=hashes.get("sha256"),
+                           content_hash=ident.content_hash)  # fmt: skip
+
+
+def put_fingerprint(store, fp: Fingerprint, key: str, *, sha256: str | None, content_hash: str | None = None) -> int:
+    """Record ``fp`` under ``key`` with the identity known for it (a remote file has no local path)."""
     return store.fingerprints.put(
-        path=key or str(Path(path).resolve()), sha256=hashes.get("sha256"), content_hash=ident.content_hash, kind=fp.kind,
-        family=fp.family, key_format=fp.key_format, base_name=fp.base, module_count=fp.module_count,
-        version=fp.version, sketch=fp.to_bytes(), vector=fp.vector(),
+        path=key, sha256=sha256, content_hash=content_hash, kind=fp.kind, family=fp.family, key_format=fp.key_format,
+        base_name=fp.base, module_count=fp.module_count, version=fp.version, sketch=fp.to_bytes(), vector=fp.vector(),
     )  # fmt: skip

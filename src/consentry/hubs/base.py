@@ -8,8 +8,13 @@ from typing import Any, Callable, Protocol
 from consentry.errors import ConsentryError
 
 
+USER_AGENT = "consentry (trust & safety crawler; +https://github.com/consentry)"
+
+
 class HubError(ConsentryError):
     """A hub answered with an error we could not recover from (after bounded retries)."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -24,6 +29,12 @@ class CrawlReport:
     resumed_from: str | None = None
     finished: bool = False
     notes: list[str] = field(default_factory=list)
+
+    def add(self, counts: dict[str, int]) -> None:
+        """Count one stored page (``counts``: records stored per kind)."""
+        self.pages += 1
+        for kind, n in counts.items():
+            setattr(self, kind, getattr(self, kind) + n)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -20,6 +20,10 @@ FILE_COLUMNS = ("model_remote_id", "version_remote_id", "name", "url", "size", "
                 "autov3", "crc32", "blake3", "content_hash", "metadata_json", "header_json", "bytes_fetched", "raw")  # fmt: skip
 IMAGE_COLUMNS = ("model_remote_id", "version_remote_id", "url", "width", "height", "nsfw_level", "meta", "raw", "created_at")
 
+# Columns an upsert never blanks: an image seen in a model's previews (no generation metadata)
+# keeps the meta and the model link an earlier /images crawl gave it, and the other way round.
+_KEEP_IF_NULL = {"hub_images": {"model_remote_id", "version_remote_id", "meta"}}
+
 _TABLES = {
     "hub_models": MODEL_COLUMNS,
     "hub_versions": VERSION_COLUMNS,
@@ -54,7 +58,9 @@ class HubRepository:
         if not rows:
             return 0
         names = ("hub", "remote_id", *columns, "first_seen", "last_seen")
-        updates = ", ".join(f"{c} = excluded.{c}" for c in (*columns, "last_seen"))
+        keep = _KEEP_IF_NULL.get(table, set())
+        updates = ", ".join(f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c in keep else f"{c} = excluded.{c}"
+                            for c in (*columns, "last_seen"))  # fmt: skip
         sql = (
             f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
             f" ON CONFLICT (hub, remote_id) DO UPDATE SET {updates}"
@@ -78,6 +84,18 @@ class HubRepository:
         if hub:
             sql, args = sql + " WHERE hub = ?", (hub,)
         return int(self.db.query_one(sql, args)["n"])
+
+    def models_of_versions(self, hub: str, version_ids: Iterable[str]) -> dict[str, str]:
+        """version remote id → model remote id, for the versions already stored."""
+        ids = list(version_ids)
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for row in self.db.query(f"SELECT remote_id, model_remote_id FROM hub_versions WHERE hub = ? AND remote_id IN ({marks})",
+                                     (hub, *chunk)):  # fmt: skip
+                found[row["remote_id"]] = row["model_remote_id"]
+        return found
 
     def files_by_hash(self, column: str, value: str) -> list[dict[str, Any]]:
         if column not in ("sha256", "autov2", "autov3", "blake3", "crc32", "autov1", "content_hash"):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from typing import Any
+
+from consentry import jsonio
 
 
 def utc_now() -> str:
@@ -13,13 +14,13 @@ def utc_now() -> str:
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return jsonio.dumps(value)
 
 
 def from_json(text: str | None, default: Any) -> Any:
     if text is None or text == "":
         return default
-    return json.loads(text)
+    return jsonio.loads(text)
 
 
 def signed64(n: int | None) -> int | None:
