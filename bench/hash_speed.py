@@ -5,7 +5,9 @@ Usage: ``python bench/hash_speed.py [--size-mib 1024] [--file F.safetensors] [--
 in a temp dir unless ``--file`` is given, warms the page cache, then times in the same run:
 (a) one plain SHA-256 pass, (b) separate passes for SHA-256, AutoV3, CRC32, BLAKE3, AutoV1,
 (c) ``hash_file`` with AutoV3 and tensor digests. Peak RSS of (c) is measured in a child
-process, against an idle child that only imported consentry.
+process, against an idle child that only imported consentry; then the peak RSS of the real
+command, ``consentry hash FILE`` (what a user runs: the CLI's imports included), and of
+``consentry --help``.
 """
 
 from __future__ import annotations
@@ -138,6 +140,17 @@ def child_maxrss_mib(code: str) -> float:
     return int(out.stdout.strip()) / 1024
 
 
+def command_maxrss_mib(argv: list[str]) -> float:
+    """ru_maxrss (MiB) of a command run by a minimal wrapper interpreter (as for ``child_maxrss_mib``)."""
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, *argv], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip()) / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--file", type=Path, help="an existing safetensors file (default: build one)")
@@ -183,6 +196,9 @@ def main() -> None:
             f"t = pickle.loads({__import__('pickle').dumps(tensors)!r})\n"
             f"hash_file({str(path)!r}, data_start={data_start}, tensors=t, chunk_size={chunk}, workers={args.workers})"
         )
+        cli = [sys.executable, "-m", "consentry"]
+        cli_hash = command_maxrss_mib([*cli, "hash", "--workers", str(args.workers), str(path)])
+        cli_help = command_maxrss_mib([*cli, "--help"])
 
     gb = size / 1e9
     print(f"file {size / (1 << 20):.0f} MiB, {len(tensors)} tensors, chunk {args.chunk_mib:g} MiB, "
@@ -202,6 +218,8 @@ def main() -> None:
     print(f"(b')/(c) = {b2[0] / c[0]:.2f}   (same work on both sides)")
     print(f"peak RSS of (c): {peak:.1f} MiB; idle interpreter with consentry: {idle:.1f} MiB; "
           f"difference {peak - idle:.1f} MiB (goal < 64)")
+    print(f"peak RSS of the CLI, `consentry hash FILE`: {cli_hash:.1f} MiB = {cli_hash * 1.048576:.1f} MB (goal < 64 MB); "
+          f"`consentry --help`: {cli_help:.1f} MiB")
 
 
 if __name__ == "__main__":

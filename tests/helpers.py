@@ -30,3 +30,34 @@ def reference_hashes(path: Path, safetensors: bool = True) -> dict[str, str | No
         out["autov3"] = hashlib.sha256(data[8 + n :]).hexdigest().upper()
         out["autov3_short"] = out["autov3"][:12]
     return out
+
+
+def deny_reading(monkeypatch, *paths) -> None:
+    """Make opening ``paths`` fail with EACCES, as for a file without read permission.
+
+    The tests run as root, which chmod cannot lock out, so ``open`` (builtins and io, which
+    pathlib uses) and ``os.open`` are wrapped instead; every other path opens normally.
+    """
+    import builtins
+    import errno
+    import io
+    import os
+
+    denied = {os.path.realpath(p) for p in paths}
+    real_open, real_os_open = builtins.open, os.open
+
+    def check(file) -> None:
+        if isinstance(file, (str, bytes, os.PathLike)) and os.path.realpath(os.fsdecode(file)) in denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(file))
+
+    def guarded_open(file, *args, **kwargs):
+        check(file)
+        return real_open(file, *args, **kwargs)
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        check(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(io, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_os_open)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from click.testing import CliRunner
 from safetensors.numpy import save_file
 
 from consentry.cli import cli
-from helpers import reference_hashes
+from helpers import deny_reading, reference_hashes
 
 HASH_JSON_KEYS = {"path", "size", "format", "sha256", "autov1", "autov2", "autov3", "autov3_short",
                   "crc32", "crc32_conventional", "blake3", "content_hash"}  # fmt: skip
@@ -78,15 +80,28 @@ def test_hash_bad_file_one_line_and_exit_2(tmp_path: Path, canary: Path):
 
 @pytest.mark.parametrize(
     "content,needle",
-    [(b"", "empty"), (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", "")],
-    ids=["empty", "truncated"],
+    [
+        (b"", "rejected: empty file"),
+        # N = 16 but only 5 header bytes follow: the file ends inside the header.
+        (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":",
+         "rejected: safetensors header length 16 exceeds the file (13 bytes): only 5 bytes follow the length field"),
+        (b"\x10\x00\x00\x00\x00\x00\x00\x00{", "rejected: safetensors header length 16 exceeds the file (9 bytes)"),
+        (struct.pack("<Q", 1 << 40) + b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' + b"\0" * 4,
+         f"rejected: safetensors header length {1 << 40} exceeds the limit of 100000000 bytes"),
+        (struct.pack("<q", -2) + b"{}",
+         f"rejected: safetensors header length {2**64 - 2} exceeds the limit of 100000000 bytes; "
+         "read as a signed 64-bit integer it is negative (-2)"),
+    ],
+    ids=["empty", "truncated-in-header", "truncated-after-brace", "huge-length", "negative-length"],
 )
 def test_hash_empty_and_truncated(tmp_path: Path, content: bytes, needle: str):
     path = tmp_path / "x.safetensors"
     path.write_bytes(content)
     result = run("hash", str(path))
     assert result.exit_code == 2
-    assert result.stderr.count("\n") == 1 and str(path) in result.stderr and needle in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"consentry: {path}: ")
+    assert needle in result.stderr, result.stderr
+    assert "no known magic bytes" not in result.stderr
 
 
 def test_unreadable_and_missing_paths(tmp_path: Path):
@@ -94,6 +109,40 @@ def test_unreadable_and_missing_paths(tmp_path: Path):
     result = run("hash", str(missing))
     assert result.exit_code == 2 and str(missing) in result.stderr and "cannot read" in result.stderr
     assert run("hash", str(tmp_path)).exit_code == 2
+
+
+def test_permission_denied_is_one_line_and_exit_2(lora: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    locked = tmp_path / "locked.safetensors"
+    locked.write_bytes(lora.read_bytes())
+    deny_reading(monkeypatch, locked)
+    for command in (["hash"], ["hash", "--json"], ["inspect"]):
+        result = run(*command, str(locked), str(lora)) if command[0] == "hash" else run(*command, str(locked))
+        assert result.exit_code == 2, (command, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert lines == [f"consentry: {locked}: rejected: cannot read: Permission denied"], (command, lines)
+    row = [json.loads(line) for line in run("hash", "--json", str(locked), str(lora)).stdout.splitlines()]
+    assert row[0]["verdict"] == "rejected" and row[0]["sha256"] is None
+    assert row[1]["verdict"] == "clean" and row[1]["sha256"] == reference_hashes(lora)["sha256"]  # carried on
+
+
+def test_max_header_mb_option(tmp_path: Path):
+    """--max-header-mb caps the safetensors header (default 100 MB), on hash, inspect and index."""
+    path = tmp_path / "meta.safetensors"
+    save_file({"w": np.ones(4, np.float32)}, str(path), metadata={"note": "x" * 3000})
+    n = int.from_bytes(path.read_bytes()[:8], "little")
+    assert 3000 < n < 4000
+    assert run("hash", str(path)).exit_code == 0
+    assert run("hash", "--max-header-mb", "0.004", str(path)).exit_code == 0  # 4000 bytes: fits
+    for command in (["hash"], ["inspect"]):
+        result = run(*command, "--max-header-mb", "0.003", str(path))
+        assert result.exit_code == 2, command
+        assert f"rejected: safetensors header length {n} exceeds the limit of 3000 bytes" in result.stderr, command
+    row = json.loads(run("hash", "--json", "--max-header-mb", "0.003", str(path)).stdout)
+    assert row["autov3"] == hashlib.sha256(path.read_bytes()[8 + n :]).hexdigest().upper()  # still found by AutoV3
+    db = tmp_path / "db.sqlite"
+    indexed = run("index", "--no-progress", "--max-header-mb", "0.003", str(path), db=db)
+    assert indexed.exit_code == 2 and "exceeds the limit of 3000 bytes" in indexed.stderr
+    assert run("hash", "--max-header-mb", "0", str(path)).exit_code == 2  # below the option's minimum: usage error
 
 
 def test_inspect_decodes_training_metadata(lora: Path):
@@ -120,3 +169,109 @@ def test_find_rejects_malformed_hash_with_exit_2(tmp_path: Path):
     assert result.exit_code == 2 and "not a hexadecimal hash" in result.stderr
     result = run("find", "abc", db=tmp_path / "db.sqlite")
     assert result.exit_code == 2 and "too short" in result.stderr
+
+
+# ---- AutoV3 of a rejected safetensors file --------------------------------------------------
+
+
+def _independent_autov3(data: bytes) -> str:
+    """hub-interfaces.md §2.4 on the raw bytes: SHA-256 of everything after the 8 + N header."""
+    n = int.from_bytes(data[:8], "little")
+    return hashlib.sha256(data[8 + n :]).hexdigest().upper()
+
+
+def test_rejected_polyglot_lora_keeps_its_autov3(lora: Path, tmp_path: Path):
+    """A known LoRA with a trailing polyglot is rejected, but a hub finds it by AutoV3, which it
+    derives from the length field alone: so consentry reports that AutoV3 too."""
+    original = lora.read_bytes()
+    polyglot = tmp_path / "polyglot.safetensors"
+    polyglot.write_bytes(original + b"PK\x05\x06" + b"\0" * 18)  # an empty zip appended
+    result = run("hash", "--json", str(polyglot))
+    assert result.exit_code == 2
+    row = json.loads(result.stdout)
+    assert row["verdict"] == "rejected" and "22 trailing bytes after the tensor data" in row["problem"]
+    data = polyglot.read_bytes()
+    assert row["autov3"] == _independent_autov3(data)
+    assert row["autov3_short"] == _independent_autov3(data)[:12]
+    assert row["sha256"] == hashlib.sha256(data).hexdigest().upper()
+    assert row["content_hash"] is None  # the tensors were not accepted
+
+
+def test_rejected_safetensors_autov3_only_when_the_length_fits(tmp_path: Path):
+    header = b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'
+    bad_dtype = header.replace(b"F32", b"F99")
+    cases = {
+        "bad_dtype.safetensors": struct.pack("<Q", len(bad_dtype)) + bad_dtype + b"\1" * 8,  # 8 + N fits
+        "at_eof.safetensors": struct.pack("<Q", len(header)) + header,  # 8 + N == size: AutoV3 of b""
+        "beyond.safetensors": struct.pack("<Q", 4096) + header + b"\1" * 8,  # 8 + N > size: none
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        row = json.loads(run("hash", "--json", str(path)).stdout)
+        assert row["verdict"] == "rejected", name
+        if name == "beyond.safetensors":
+            assert row["autov3"] is None and "exceeds the file" in row["problem"]
+        else:
+            assert row["autov3"] == _independent_autov3(data), name
+    assert json.loads(run("hash", "--json", str(tmp_path / "at_eof.safetensors")).stdout)["autov3"] == (
+        hashlib.sha256(b"").hexdigest().upper()
+    )
+
+
+def test_non_safetensors_rejects_get_no_autov3(tmp_path: Path):
+    png = tmp_path / "x.safetensors"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # a PNG named .safetensors: not safetensors bytes
+    row = json.loads(run("hash", "--json", str(png)).stdout)
+    assert row["verdict"] == "rejected" and row["autov3"] is None and row["sha256"]
+
+
+# ---- what the CLI loads: `consentry hash` stays small --------------------------------------
+
+HEAVY_MODULES = {"numpy", "usearch", "fastapi", "starlette", "pydantic", "uvicorn", "psycopg", "rich", "httpx",
+                 "huggingface_hub", "safetensors", "torch"}  # fmt: skip
+
+
+def test_cli_import_and_hash_load_no_heavy_modules(lora: Path):
+    """The commands import the library lazily: importing the CLI (what `--help` does) and
+    running `hash` load none of numpy, usearch, fastapi, psycopg and the like."""
+    code = (
+        "import sys\n"
+        "from consentry.cli import cli\n"
+        "loaded = lambda: sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[2].split(',')))\n"
+        "print(','.join(loaded()))\n"
+        "try:\n"
+        "    cli(['hash', sys.argv[1]], prog_name='consentry')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "print(','.join(loaded()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(lora), ",".join(sorted(HEAVY_MODULES))],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    after_import, after_hash = out.stdout.splitlines()[0], out.stdout.splitlines()[-1]
+    assert after_import == "" and after_hash == "", out.stdout
+
+
+_MAXRSS_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def test_hash_cli_peak_rss_under_64_mb(tmp_path: Path):
+    """The issue's memory goal through the real console command: peak RSS under 64 MB on a file
+    larger than the 32 MiB hashing ring (a small wrapper interpreter reports its child's
+    ru_maxrss, so pytest's own memory does not count)."""
+    path = tmp_path / "big.safetensors"
+    n = 48 << 20
+    header = json.dumps({"w": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}}).encode()
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(header)) + header)
+        block = bytes(range(256)) * 4096
+        for _ in range(n // len(block)):
+            fh.write(block)
+    command = [sys.executable, "-m", "consentry", "hash", str(path)]
+    out = subprocess.run([sys.executable, "-c", _MAXRSS_WRAPPER, *command], capture_output=True, text=True, check=True)
+    peak_kib = int(out.stdout.strip())
+    assert peak_kib * 1024 < 64_000_000, f"peak RSS {peak_kib / 1024:.1f} MiB"

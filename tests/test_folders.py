@@ -230,17 +230,64 @@ def test_diffusers_bad_component_file_rejects_folder(tmp_path: Path) -> None:
     assert info.value.path.endswith("vae/diffusion_pytorch_model.fp16.safetensors")
 
 
-def test_diffusers_python_files_are_noted_not_quarantined(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "plant,named",
+    [
+        (lambda root: (root / "unet" / "my_unet.py").write_text("import os\n"), "unet/my_unet.py is a Python file"),
+        (lambda root: (root / "scheduler" / "deep" / "helper.py").parent.mkdir(parents=True)
+         or (root / "scheduler" / "deep" / "helper.py").write_text("x = 1\n"), "scheduler/deep/helper.py is a Python file"),
+        (lambda root: (root / "unet" / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "my_unet.MyUNet"}})),
+         'unet/config.json has auto_map {"AutoModel": "my_unet.MyUNet"}'),
+        (lambda root: (root / "unet" / "config.json").write_text(json.dumps({"_class_name": ["my_unet", "MyUNet"]})),
+         'unet/config.json _class_name ["my_unet", "MyUNet"] names a class from outside diffusers'),
+        (lambda root: (root / "model_index.json").write_text(
+            json.dumps({**json.loads((root / "model_index.json").read_text()), "_class_name": ["pipeline", "MyPipeline"]})),
+         'model_index.json _class_name ["pipeline", "MyPipeline"] names a custom pipeline'),
+    ],
+    ids=["py-in-component", "py-nested", "auto_map", "component-class-pair", "custom-pipeline"],
+)
+def test_diffusers_folder_with_code_is_quarantined(tmp_path: Path, plant, named: str) -> None:
+    """§1.8 row 28: code a loader can be told to run makes the folder quarantine, never clean,
+    and the problem names the file or key."""
+    root = tmp_path / "pipe"
+    make_diffusers(root)
+    read_diffusers(root)  # clean before
+    plant(root)
+    with pytest.raises(UnsafeModelError) as info:
+        read_diffusers(root)
+    assert info.value.verdict == "quarantine"
+    assert info.value.path == str(root)
+    assert named in info.value.problem, info.value.problem
+    assert info.value.problem.startswith("folder carries code a loader can run")
+
+
+def test_diffusers_folder_with_code_names_every_finding_through_the_cli(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from consentry.cli import cli
+
     root = tmp_path / "pipe"
     make_diffusers(root)
     (root / "unet" / "my_unet.py").write_text("import os\n")
-    index = json.loads((root / "model_index.json").read_text())
-    index["_class_name"] = ["pipeline", "MyPipeline"]
-    (root / "model_index.json").write_text(json.dumps(index))
     (root / "unet" / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "my_unet.MyUNet"}}))
-    manifest = read_diffusers(root)
-    notes = " | ".join(manifest.notes)
-    assert "unet/my_unet.py" in notes and "custom pipeline" in notes and "auto_map" in notes
+    result = CliRunner().invoke(cli, ["hash", str(root)], catch_exceptions=False)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"consentry: {root}: quarantine: folder carries code")
+    assert "unet/my_unet.py is a Python file" in lines[0] and "unet/config.json has auto_map" in lines[0]
+    assert "(diffusers, " in result.stdout and "quarantine)" in result.stdout
+
+
+def test_sharded_folder_with_remote_code_is_quarantined(tmp_path: Path) -> None:
+    """A transformers-style repo: shards plus modeling code and auto_map (trust_remote_code)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    save(root / "model-00001-of-00001.safetensors", {"w": np.ones(2, np.float32)})
+    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "model-00001-of-00001.safetensors"}}))
+    read_sharded(root)  # clean before
+    (root / "modeling_evil.py").write_text("import os\n")
+    with pytest.raises(UnsafeModelError, match="modeling_evil.py is a Python file"):
+        read_sharded(root)
 
 
 def test_diffusers_symlink_outside_refused(tmp_path: Path) -> None:

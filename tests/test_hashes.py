@@ -160,6 +160,21 @@ def test_data_start_at_eof_and_at_zero(tmp_path: Path, workers: int) -> None:
     assert at_zero.autov3 == at_zero.sha256
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_crc_ranges_match_zlib_on_the_raw_bytes(tmp_path: Path, workers: int) -> None:
+    """CRC-32 of byte ranges (a torch zip's stored members), computed in the same pass: ranges
+    inside one chunk, spanning several, at the end and empty."""
+    data = pseudo_random(50_000, 3)
+    path = write(tmp_path, data)
+    ranges = [("inside", 10, 900), ("spanning", 1000, 9000), ("tail", 40_000, 50_000), ("empty", 7, 7), ("all", 0, 50_000)]
+    h = hash_file(path, crc_ranges=[(n, s, e, 0) for n, s, e in ranges], chunk_size=1024, workers=workers)
+    assert h.range_crcs == {n: zlib.crc32(data[s:e]) for n, s, e in ranges}
+    assert hash_bytes(data, crc_ranges=[(n, s, e, 0) for n, s, e in ranges]).range_crcs == h.range_crcs
+    assert h.sha256 == hashlib.sha256(data).hexdigest().upper()  # the file hashes are unaffected
+    with pytest.raises(ValueError, match="CRC range 'out'"):
+        hash_file(path, crc_ranges=[("out", 49_000, 50_001, 0)])
+
+
 # --- tensor ranges -----------------------------------------------------------------------------
 
 

@@ -344,3 +344,68 @@ def test_empty_file_through_dispatcher(tmp_path: Path) -> None:
     path = write(tmp_path, b"")
     with pytest.raises(MalformedModelError, match="empty file"):
         read_manifest(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sniffing a safetensors file whose length field is impossible (§1.8 row 20): the dispatcher must
+# hand it to the reader, which names the problem, instead of calling it "not a model file".
+
+_HEADER = b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'
+_GOOD = struct.pack("<Q", len(_HEADER)) + _HEADER + b"\0" * 8
+
+
+@pytest.mark.parametrize(
+    "data,fragment",
+    [
+        (_GOOD[:30], f"safetensors header length {len(_HEADER)} exceeds the file (30 bytes): only 22 bytes follow"),
+        (_GOOD[:9], f"safetensors header length {len(_HEADER)} exceeds the file (9 bytes): only 1 byte follow"),
+        (struct.pack("<Q", 10_000) + _GOOD[8:], f"safetensors header length 10000 exceeds the file ({len(_GOOD)} bytes)"),
+        (struct.pack("<Q", 10**12) + _GOOD[8:], "safetensors header length 1000000000000 exceeds the limit of 100000000 bytes"),
+        (struct.pack("<q", -8) + _GOOD[8:], f"safetensors header length {2**64 - 8} exceeds the limit of 100000000 bytes; "
+                                            "read as a signed 64-bit integer it is negative (-8)"),
+        (struct.pack("<Q", 2**63) + b"{}", f"header length {2**63} exceeds the limit"),
+        (struct.pack("<Q", 0) + b'{"a":1}', "safetensors header length 0 is too small for a JSON object"),
+        (struct.pack("<Q", 1) + b'{ "a":1}', "safetensors header length 1 is too small for a JSON object"),
+    ],
+    ids=["truncated-in-header", "truncated-after-brace", "length-beyond-file", "huge", "negative", "top-bit", "zero", "one"],
+)
+def test_impossible_length_is_sniffed_as_safetensors_and_named(tmp_path: Path, data: bytes, fragment: str) -> None:
+    path = write(tmp_path, data)
+    assert sniff_path(path) is Format.SAFETENSORS
+    with pytest.raises(MalformedModelError) as info:
+        read_manifest(path)
+    assert fragment in info.value.problem, info.value.problem
+    assert "no known magic bytes" not in info.value.problem
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"unet":{"in_channels": 4}}',  # minified JSON: '{"' at byte 8, but the "length" is text
+        b'{"abcd":{}}',
+        b"\x01\x02\x03\x04\x05\x06\x07\x08{not json",  # a binary length, but no '{"' / '{}'
+        b"\xff" * 8 + b"{x",
+    ],
+    ids=["json-config", "json-empty-object", "brace-then-text", "brace-then-byte"],
+)
+def test_other_files_with_a_brace_at_byte_8_are_not_safetensors(tmp_path: Path, data: bytes) -> None:
+    assert sniff_path(write(tmp_path, data)) is Format.UNKNOWN
+
+
+def test_pickle_shaped_like_a_broken_safetensors_stays_a_pickle(tmp_path: Path) -> None:
+    """A protocol-2 pickle whose BINUNICODE puts '{"' at byte 8 is still read (and judged) as a pickle."""
+    data = b"\x80\x02X\x05\x00\x00\x00a{\"bcq\x00."  # pickle.loads gives 'a{"bc'
+    assert pickle.loads(data) == 'a{"bc'
+    assert sniff_path(write(tmp_path, data)) is Format.PICKLE
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pickletools, parsing random bytes as protocol-0 pickles
+def test_random_bytes_are_rarely_called_safetensors() -> None:
+    """Deterministic random heads: the loose rule ('{"' or '{}' at byte 8, a non-text length)
+    claims about 1 in 32,768 of them; a plausible-length file also needs a '{' at byte 8."""
+    from consentry.formats.sniff import sniff_bytes
+
+    rng = np.random.default_rng(1234)
+    heads = rng.integers(0, 256, size=(20_000, 64), dtype=np.uint8)
+    claimed = sum(sniff_bytes(bytes(h), 1 << 20) is Format.SAFETENSORS for h in heads)
+    assert claimed <= 5

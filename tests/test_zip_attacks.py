@@ -13,8 +13,10 @@ import struct
 import tarfile
 import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,6 +115,61 @@ def test_crc_mismatch_on_a_deflated_tensor_surfaces_from_iter_tensor_bytes(tmp_p
 def _central_offset(data: bytes) -> int:
     eocd = data.rindex(b"PK\x05\x06")
     return struct.unpack_from("<I", data, eocd + 16)[0]
+
+
+def test_crc_mismatch_on_a_stored_tensor_member_is_quarantined(tmp_path: Path, torch_members) -> None:
+    """A stored member (torch's default) is hashed straight from the file; its CRC-32 is checked
+    in that same pass, so a tensor altered after the archive was written is caught."""
+    from consentry.identity.identify import identify
+
+    good = identify(write(tmp_path / "good.pt", Archive(fresh(torch_members))))
+    assert good.verdict == "clean" and good.content_hash
+    members = with_change(torch_members, "archive/data/0", crc=0x0BADC0DE)
+    path = write(tmp_path / "crc.pt", Archive(members))
+    for workers in (1, 2):
+        ident = identify(path, workers=workers)
+        assert ident.verdict == "quarantine"
+        assert ident.problem.startswith("zip member 'archive/data/0' fails its CRC-32 check (stored 0badc0de, computed ")
+        assert ident.content_hash is None and ident.hashes.sha256  # still identified by its bytes
+
+
+def test_crc_of_every_stored_member_matches_zipfile(tmp_path: Path) -> None:
+    """Independent check: the CRC ranges are exactly zipfile's stored members, and a clean
+    multi-chunk archive (a member larger than the 4 MiB hashing chunk) passes."""
+    from consentry.identity.identify import identify
+
+    path = tmp_path / "big.pt"
+    torch.save({"big": torch.arange(3 << 20, dtype=torch.float32), "small": torch.ones(3)}, path)  # 12 MiB member
+    manifest = read_manifest(path)
+    with zipfile.ZipFile(path) as zf:
+        stored = {i.filename: i.CRC for i in zf.infolist() if "/data/" in i.filename and i.compress_type == zipfile.ZIP_STORED}
+    assert {name: crc for name, _s, _e, crc in manifest.crc_ranges} == stored and len(stored) == 2
+    data = path.read_bytes()
+    for name, start, end, crc in manifest.crc_ranges:
+        assert zlib.crc32(data[start:end]) == crc, name
+    assert identify(path).verdict == "clean"
+    flipped = bytearray(data)
+    _name, big_start, big_end, _crc = max(manifest.crc_ranges, key=lambda r: r[2] - r[1])
+    assert big_end - big_start == 12 << 20
+    flipped[big_start + (6 << 20)] ^= 0xFF  # one byte in the middle of the 12 MiB storage
+    altered = tmp_path / "altered.pt"
+    altered.write_bytes(bytes(flipped))
+    ident = identify(altered)
+    assert ident.verdict == "quarantine" and "fails its CRC-32 check" in ident.problem
+
+
+def test_crc_mismatch_inside_a_diffusers_folder(tmp_path: Path, torch_members) -> None:
+    from consentry.identity.identify import identify
+
+    root = tmp_path / "pipe"
+    (root / "unet").mkdir(parents=True)
+    (root / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
+    write(root / "unet" / "diffusion_pytorch_model.bin", Archive(fresh(torch_members)))
+    assert identify(root).verdict == "clean"
+    write(root / "unet" / "diffusion_pytorch_model.bin", Archive(with_change(torch_members, "archive/data/1", crc=1)))
+    ident = identify(root)
+    assert ident.verdict == "quarantine" and ident.content_hash is None
+    assert ident.problem.startswith("unet/diffusion_pytorch_model.bin: zip member 'archive/data/1' fails its CRC-32 check")
 
 
 def test_corrupted_central_directory_signature(tmp_path: Path, torch_members) -> None:
@@ -283,6 +340,56 @@ def test_zip_bomb_lying_about_its_size_is_caught_while_streaming(tmp_path: Path)
                 pass
 
     assert _peak_during(drain) < 2 << 20  # 64 MiB of zeros never sit in memory
+
+
+def _npz_bomb(path: Path, array_bytes: int) -> Path:
+    """safetensors attacks/numpy_dos_create.py, scaled down: a numpy ``.npz`` (a zip of ``.npy``
+    members, written here by zipfile exactly as the attack does) holding one DEFLATE-compressed
+    array of zeros. The attack writes 40 GB; 256 MiB keeps the test fast and is still far past
+    the compression-ratio cap (zeros deflate ~1000:1)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (array_bytes // 8,)})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("weights.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            block = bytes(1 << 20)
+            for _ in range(array_bytes >> 20):
+                member.write(block)
+    return path
+
+
+def test_npz_bomb_is_refused_before_inflating(tmp_path: Path) -> None:
+    """§1.8 row 16 (attacks/numpy_dos_create.py): quarantined by its declared ratio, in bounded
+    memory, without inflating the array; the CLI prints one line and exits 2."""
+    from click.testing import CliRunner
+
+    from consentry.cli import cli
+
+    path = _npz_bomb(tmp_path / "numpy_dos.npz", 256 << 20)
+    assert path.stat().st_size < 1 << 20
+    assert zipfile.ZipFile(path).infolist()[0].file_size > 256 << 20  # what zipfile (np.load) would inflate
+
+    def read() -> None:
+        with pytest.raises(UnsafeModelError, match=r"zip member 'weights.npy' declares \d+ bytes from \d+ compressed .*zip bomb"):
+            read_manifest(path)
+
+    assert _peak_during(read) < 8 << 20
+    result = CliRunner().invoke(cli, ["hash", str(path)], catch_exceptions=False)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"consentry: {path}: quarantine: zip member 'weights.npy' declares")
+
+
+def test_npz_bomb_with_the_ratio_cap_off_is_still_refused_without_inflating(tmp_path: Path) -> None:
+    """Without the ratio cap the strict reader still refuses it by layout (an npz is not a torch
+    archive) before touching the DEFLATE stream."""
+    path = _npz_bomb(tmp_path / "numpy_dos.npz", 64 << 20)
+
+    def read() -> None:
+        with pytest.raises(UnsafeModelError, match="'weights.npy' is not inside a folder: not a torch archive"):
+            read_manifest(path, ReadLimits(max_compression_ratio=10**9))
+
+    assert _peak_during(read) < 8 << 20
 
 
 def test_member_larger_than_the_size_limit(tmp_path: Path, torch_members) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from consentry.errors import ModelFileUnreadable
 from consentry.formats.limits import DEFAULT_LIMITS, ReadLimits
 from consentry.formats.sniff import MODEL_EXTENSIONS, sniff_path
 from consentry.formats.tensors import Format
@@ -147,7 +148,9 @@ def _index_one(store: Store, c: Candidate, limits: ReadLimits, workers: int | No
         {
             "path": key,
             "size": c.size,  # as stat saw it: the incremental skip compares against this
-            "mtime_ns": c.mtime_ns,
+            # A file the OS would not let us read (permissions) has no identity yet: no mtime is
+            # recorded, so the next run tries it again instead of skipping it as unchanged.
+            "mtime_ns": None if isinstance(ident.error, ModelFileUnreadable) else c.mtime_ns,
             "inode": c.inode,
             "device": c.device,
             "format": ident.format,

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from consentry.cli._output import emit_json, human_size, report_problem
 from consentry.formats.limits import ReadLimits
-from consentry.formats.sniff import sniff_path
-from consentry.formats.tensors import Format
-from consentry.identity.forms import normalise_hash
-from consentry.identity.identify import ModelIdentity, identify
-from consentry.indexing import index_tree
-from consentry.inspection.report import InspectReport, inspect_model
-from consentry.store import Store
+
+# The library is imported inside each command, so `consentry --help` and `consentry hash` do not
+# pay for what they do not use (numpy, the store, the fingerprint index): see README "Performance".
+if TYPE_CHECKING:
+    from consentry.identity.identify import ModelIdentity
+    from consentry.inspection.report import InspectReport
+    from consentry.store import Store
 
 _HASH_ROWS = (
     ("SHA256", "sha256"),
@@ -56,6 +57,10 @@ def hash_cmd(files: tuple[Path, ...], as_json: bool, max_header_mb: float, worke
     Example:
       consentry hash lora.safetensors model.ckpt --json
     """
+    from consentry.formats.sniff import sniff_path
+    from consentry.formats.tensors import Format
+    from consentry.identity.identify import identify
+
     limits = _limits(max_header_mb)
     failed = False
     for path in files:
@@ -101,6 +106,8 @@ def inspect_cmd(path: Path, as_json: bool, max_header_mb: float, workers: int | 
     Example:
       consentry inspect lora.safetensors
     """
+    from consentry.inspection.report import inspect_model
+
     report = inspect_model(path, limits=_limits(max_header_mb), workers=workers)
     if as_json:
         emit_json(report.as_json())
@@ -166,6 +173,9 @@ def index_cmd(ctx: click.Context, root: Path, progress: bool | None, max_header_
     Example:
       consentry index ~/Downloads/models
     """
+    from consentry.indexing import index_tree
+    from consentry.store import Store
+
     show = sys.stderr.isatty() if progress is None else progress
     with Store.open(ctx.obj.get("db")) as store:
         if show:
@@ -182,6 +192,7 @@ def index_cmd(ctx: click.Context, root: Path, progress: bool | None, max_header_
 
 
 def _index_with_progress(store: Store, root: Path, limits: ReadLimits, workers: int | None):
+    from consentry.indexing import index_tree
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
@@ -218,6 +229,9 @@ def find_cmd(ctx: click.Context, hashes: tuple[str, ...], as_json: bool) -> None
     Example:
       consentry find 83EFF4A462AB
     """
+    from consentry.identity.forms import normalise_hash
+    from consentry.store import Store
+
     values = [normalise_hash(h) for h in hashes]
     found_any = False
     with Store.open(ctx.obj.get("db")) as store:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import getpass
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from consentry.banks.review import decide
 from consentry.cli._output import emit_json
 from consentry.store import Store, default_db_path
 from consentry.store.api_keys import ROLES
-from consentry.store.reviews import ReviewItem
+
+if TYPE_CHECKING:
+    from consentry.store.reviews import ReviewItem
 
 
 @click.command("serve")
@@ -141,6 +143,8 @@ def _decision_command(action: str, help_text: str, with_negative_bank: bool = Fa
     @click.option("--actor", default=None, help="Who decides (default: your login name).")
     @click.pass_context
     def command(ctx: click.Context, item_id: int, reason: str, actor: str | None, negative_bank: str | None = None) -> None:
+        from consentry.banks.review import decide  # the matcher, fingerprints, numpy
+
         with Store.open(ctx.obj.get("db")) as store:
             item = decide(store, item_id, action, actor=actor or _login_name(), reason=reason, negative_bank=negative_bank)
         click.echo(f"#{item.id} is now {item.status}" + (f"; added to negative bank {negative_bank!r}" if negative_bank else ""))

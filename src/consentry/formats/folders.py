@@ -19,11 +19,14 @@ which variant it is: the canonical ``diffusion_pytorch_model`` / ``model`` / ``p
 
 **Safety policy.** Symlinks whose target leaves the folder are refused
 (:class:`UnsafeModelError`), except a Hugging Face cache snapshot's links into its own
-``blobs/``. Python files (and ``auto_map`` in a ``config.json``, ``_class_name`` given as a
-``[module, class]`` pair) only run when a user opts in with ``trust_remote_code`` /
-``custom_pipeline``, unlike a pickle, which runs on plain load: so they are reported in
-``Manifest.notes`` and the folder is **not** quarantined for them. JSON side files are capped
-at ``limits.max_json_bytes`` and must not repeat keys.
+``blobs/``. A folder that carries code a loader can run is **quarantined**, never clean
+(``untrusted-files.md`` §1.8 row 28): a ``.py`` file anywhere in it, ``auto_map`` in a
+``config.json`` (transformers' ``trust_remote_code``), or a ``_class_name`` given as a
+``[module, class]`` pair in ``model_index.json`` or a ``config.json`` (a custom pipeline or
+component from outside diffusers). Such code runs only when a user opts in with
+``trust_remote_code`` / ``custom_pipeline``, but users do opt in, and consentry cannot prove
+the code harmless; the problem names every file and key found, and the weights are not read.
+JSON side files are capped at ``limits.max_json_bytes`` and must not repeat keys.
 """
 
 from __future__ import annotations
@@ -105,12 +108,13 @@ def read_diffusers(folder: str | os.PathLike[str], limits: ReadLimits = DEFAULT_
     if not isinstance(index, dict):
         raise MalformedModelError(root / "model_index.json", "model_index.json is not a JSON object")
     notes: list[str] = []
+    code: list[str] = []
     class_name = index.get("_class_name")
     if isinstance(class_name, list):
-        notes.append(f"model_index.json _class_name {class_name!r} names a custom pipeline (code from outside diffusers)")
+        code.append(f"model_index.json _class_name {_short(class_name)} names a custom pipeline (code from outside diffusers)")
     elif not isinstance(class_name, str):
         raise MalformedModelError(root / "model_index.json", "model_index.json has no string '_class_name'")
-    sets, more_notes = _read_dir(root, root, limits, recursive=True)
+    sets, more_notes = _read_dir(root, root, limits, recursive=True, code=code)
     notes.extend(more_notes)
     if not sets:
         notes.append("diffusers folder holds no weight files")
@@ -121,17 +125,31 @@ def read_diffusers(folder: str | os.PathLike[str], limits: ReadLimits = DEFAULT_
 # Walking a folder
 
 
-def _read_dir(root: Path, start: Path, limits: ReadLimits, recursive: bool = False) -> tuple[list[_WeightSet], list[str]]:
-    """Find and read every weight set under ``start``; return the sets and notes."""
+def _read_dir(
+    root: Path, start: Path, limits: ReadLimits, recursive: bool = False, code: list[str] | None = None
+) -> tuple[list[_WeightSet], list[str]]:
+    """Find and read every weight set under ``start``; return the sets and notes.
+
+    First the whole tree is walked and searched for code (see the module docstring; ``code``
+    holds what the caller already found): any makes the folder quarantine before a weight file
+    is opened. Then every weight set is read.
+    """
     allowed = _allowed_roots(root)
-    notes: list[str] = []
-    sets: list[_WeightSet] = []
-    python_files: list[str] = []
+    walked: list[tuple[Path, list[str]]] = []
     files_seen = 0
     for directory, files in _walk(root, start, allowed, recursive):
         files_seen += len(files)
         if files_seen > MAX_FOLDER_FILES:
             raise MalformedModelError(root, f"folder holds more than {MAX_FOLDER_FILES} files")
+        walked.append((directory, files))
+    found = list(code or []) + _find_code(root, walked, limits)
+    if found:
+        shown = "; ".join(found[:8]) + (f"; and {len(found) - 8} more" if len(found) > 8 else "")
+        raise UnsafeModelError(root, f"folder carries code a loader can run (trust_remote_code / custom_pipeline): {shown}")
+
+    notes: list[str] = []
+    sets: list[_WeightSet] = []
+    for directory, files in walked:
         rel_dir = directory.relative_to(root).as_posix() if directory != root else ""
         claimed: set[str] = set()
         for name in sorted(files):
@@ -142,12 +160,6 @@ def _read_dir(root: Path, start: Path, limits: ReadLimits, recursive: bool = Fal
                 claimed.update(PurePosixPath(rel).name for rel, _ in ws.parts)
         for name in sorted(files):
             file = directory / name
-            if name.endswith(".py"):
-                python_files.append(_rel(root, file))
-            elif name == "config.json":
-                config = _load_json(file, limits, root)
-                if isinstance(config, dict) and "auto_map" in config:
-                    notes.append(f"{_rel(root, file)} has auto_map: loading it runs custom code (trust_remote_code)")
             if name in claimed or not _is_weight_file(file):
                 if file.suffix.lower() in UNREAD_WEIGHT_EXTENSIONS:
                     notes.append(f"{_rel(root, file)}: weights in a format consentry does not read; not inspected")
@@ -157,10 +169,32 @@ def _read_dir(root: Path, start: Path, limits: ReadLimits, recursive: bool = Fal
             part = read_manifest(file, limits)
             rel = _rel(root, file)
             sets.append(_WeightSet(name, rel_dir, [(rel, part)], [(t.name, part, t) for t in part.tensors]))
-    if python_files:
-        shown = ", ".join(python_files[:10]) + (f" and {len(python_files) - 10} more" if len(python_files) > 10 else "")
-        notes.append(f"folder contains Python code ({shown}); it runs only if a loader is told to trust remote code")
     return sets, notes
+
+
+def _find_code(root: Path, walked: list[tuple[Path, list[str]]], limits: ReadLimits) -> list[str]:
+    """Every file and key in the walked tree through which a loader can run code."""
+    found: list[str] = []
+    for directory, files in walked:
+        for name in sorted(files):
+            file = directory / name
+            if name.endswith(".py"):
+                found.append(f"{_rel(root, file)} is a Python file")
+            elif name == "config.json":
+                config = _load_json(file, limits, root)
+                if not isinstance(config, dict):
+                    continue
+                if "auto_map" in config:
+                    found.append(f"{_rel(root, file)} has auto_map {_short(config['auto_map'])} (custom model code)")
+                if isinstance(config.get("_class_name"), list):
+                    found.append(f"{_rel(root, file)} _class_name {_short(config['_class_name'])} names a class from outside diffusers")
+    return found
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A JSON value for a one-line message."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _walk(root: Path, start: Path, allowed: list[Path], recursive: bool) -> Iterator[tuple[Path, list[str]]]:

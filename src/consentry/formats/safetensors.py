@@ -76,15 +76,25 @@ def safetensors_header_length(
             path, f"file has {file_size} bytes, fewer than the 8-byte safetensors header length"
         )
     (n,) = struct.unpack("<Q", prefix[:8])
+    # A length with the top bit set is what a signed reader sees as negative: say so.
+    signed = f"; read as a signed 64-bit integer it is negative ({n - (1 << 64)})" if n >> 63 else ""
     if n > limits.max_header_bytes:
         raise MalformedModelError(
-            path, f"safetensors header length {n} exceeds the limit of {limits.max_header_bytes} bytes"
+            path, f"safetensors header length {n} exceeds the limit of {limits.max_header_bytes} bytes{signed}"
         )
     if 8 + n > file_size:  # Python ints: no wrap-around at 2**64
-        raise MalformedModelError(path, f"safetensors header length {n} exceeds the file ({file_size} bytes)")
+        raise MalformedModelError(
+            path,
+            f"safetensors header length {n} exceeds the file ({file_size} bytes): only {_bytes(max(file_size - 8, 0))} "
+            f"follow the length field (truncated inside the header, or a false length){signed}",
+        )
     if n < 2:
         raise MalformedModelError(path, f"safetensors header length {n} is too small for a JSON object")
     return n
+
+
+def _bytes(n: int) -> str:
+    return "1 byte" if n == 1 else f"{n} bytes"
 
 
 def parse_safetensors_header(

@@ -35,17 +35,52 @@ def sniff_bytes(head: bytes, size: int | None = None) -> Format:
         return Format.GGUF
     if head.startswith(_LEGACY_PREFIX):
         return Format.TORCH_LEGACY
-    if len(head) >= 9:
-        (header_len,) = struct.unpack("<Q", head[:8])
-        # A safetensors header is JSON starting with '{' (leading spaces are routed to the reader, which rejects them).
-        body = head[8:].lstrip(b" ")
-        if body.startswith(b"{") and header_len > 1 and (size is None or header_len <= size - 8):
-            return Format.SAFETENSORS
+    if len(head) >= 9 and _safetensors_length_fits(head, size):
+        return Format.SAFETENSORS
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
         return Format.PICKLE
     if _looks_like_old_pickle(head):
         return Format.PICKLE
+    # After the pickle checks, so that a pickle shaped to look like a broken safetensors file is
+    # still read (and quarantined) as the pickle it is.
+    if len(head) >= 9 and _looks_like_broken_safetensors(head, size):
+        return Format.SAFETENSORS
     return Format.UNKNOWN
+
+
+_PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def _safetensors_length_fits(head: bytes, size: int | None) -> bool:
+    """An 8-byte little-endian length ``N`` with ``2 <= N <= size - 8``, then ``{`` (leading
+    spaces are routed to the reader, which rejects them)."""
+    (header_len,) = struct.unpack("<Q", head[:8])
+    fits = header_len > 1 and (size is None or header_len <= size - 8)
+    return fits and head[8:].lstrip(b" ").startswith(b"{")
+
+
+def _looks_like_broken_safetensors(head: bytes, size: int | None) -> bool:
+    """A safetensors file whose length field ``N`` is impossible: beyond the file (truncated
+    inside the header, or a lie), below 2, huge or "negative" (the top bit set).
+
+    Such a file is still a safetensors file, broken or hostile, and the reader must say what is
+    wrong with it rather than "no known magic bytes". Without a plausible ``N`` the evidence
+    must be stronger, so that other files are not misnamed: the JSON must open with ``{"`` or
+    ``{}`` (or the file must end right after the ``{``), and the length field must not be printable text
+    (a minified JSON file such as ``{"unet":{"...`` also has ``{"`` at byte 8, but its first 8
+    bytes are text, while a real length has zero or other non-text high bytes). A random file
+    passes with odds of about 1 in 32,768 and is then rejected as a bad safetensors file, which
+    is what it would have been anyway (rejected, never clean).
+    """
+    if all(b in _PRINTABLE for b in head[:8]):
+        return False
+    body = head[8:].lstrip(b" ")
+    if not body.startswith(b"{"):
+        return False
+    after = body[1:].lstrip(b" \t\r\n")
+    if after.startswith((b'"', b"}")):  # a first key, or the empty header {}
+        return True
+    return size is not None and len(head) == size and not after  # the file ends right after '{'
 
 
 def _looks_like_old_pickle(head: bytes) -> bool:

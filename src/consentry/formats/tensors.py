@@ -125,6 +125,10 @@ class Manifest:
     parts: list[tuple[str, "Manifest"]] = field(default_factory=list)
     # Non-tensor values found in a pickle (e.g. ``global_step``) flattened to name -> repr.
     extras: dict[str, str] = field(default_factory=dict)
+    # Byte ranges of ``path`` that must have a given CRC-32: ``(what, start, end, crc)``. A torch
+    # zip's *stored* tensor members are hashed straight from the file, so their CRC is checked
+    # in the same single read as the hashes (:func:`consentry.identity.identify.identify`).
+    crc_ranges: list[tuple[str, int, int, int]] = field(default_factory=list)
 
     @property
     def parameter_count(self) -> int:

@@ -188,10 +188,12 @@ def _c_order_blocks(arr: np.ndarray, chunk_elems: int) -> Iterator[np.ndarray]:
 def read_torch_zip(path: str | os.PathLike[str], limits: ReadLimits = DEFAULT_LIMITS) -> TorchManifest:
     """Read a ``torch.save`` zip archive. Any zip that is not exactly a torch archive is refused.
 
-    The container, every small record and data.pkl are CRC-checked here. Tensor members are
-    CRC-checked when their bytes go through :meth:`TorchManifest.iter_tensor_bytes`; tensors
-    with a ``file_range`` are hashed straight from the file, unchecked, which is what torch
-    itself does (its miniz build skips CRC checks), and tensor bytes never run.
+    The container, every small record and data.pkl are CRC-checked here. Compressed tensor
+    members are CRC-checked when their bytes go through :meth:`TorchManifest.iter_tensor_bytes`.
+    Stored (uncompressed, torch's default) tensor members are read straight from the file, so
+    they are listed in ``Manifest.crc_ranges`` and checked by
+    :func:`~consentry.identity.identify.identify` in the same single read that hashes the file
+    (torch itself never checks them: its miniz build skips CRC checks).
     """
     p = Path(path)
     zf = StrictZip.open(p, limits)
@@ -236,6 +238,9 @@ def read_torch_zip(path: str | os.PathLike[str], limits: ReadLimits = DEFAULT_LI
 
     manifest = TorchManifest(path=p, format=Format.TORCH_ZIP)
     manifest._zip = zf
+    for member in sorted(members_for.values(), key=lambda m: m.data_offset):
+        if member.stored:
+            manifest.crc_ranges.append((member.name, member.data_offset, member.data_offset + member.size, member.crc))
     for name, ref in named.tensors:
         storage = ref.storage if isinstance(ref, TensorRef) else ref
         if storage.view is not None:

@@ -8,7 +8,13 @@ BLAKE3 of every tensor's bytes that lie raw in the file (``TensorInfo.file_range
 :func:`consentry.identity.content_hash.combine` turns into the content hash.
 
 Design (measured on the 2-core CI-like machine, 1 GiB safetensors file in the page cache; see
-``bench/hash_speed.py``; one plain SHA-256 pass takes ~0.58 s there):
+``bench/hash_speed.py`` and the README's performance table). Uncontended, one plain SHA-256
+pass took ~0.58 s and ``hash_file`` 0.73 s (1.26x, an earlier session's figures; the floor
+estimate below, ~0.80 s, is a rough CPU budget). Wall times move a lot with load: the latest rerun, with another process holding one of the two cores (load
+average 2.3-2.9), measured 1.12 s for the SHA-256 pass (0.79 CPU s) and 2.59 s for
+``hash_file`` (2.41 CPU s, all threads), i.e. 2.31x; the CPU seconds are the steadier figure.
+Memory does not depend on load: 32 MiB above an idle interpreter (the ring below), and
+``consentry hash`` on 1 GiB peaks at 56.6 MiB RSS, CLI and imports included.
 
 * Model files are many GB, so the file is read exactly once. The calling thread reads with
   ``readinto`` into a ring of preallocated buffers: no per-chunk allocation, and the ring
@@ -16,7 +22,7 @@ Design (measured on the 2-core CI-like machine, 1 GiB safetensors file in the pa
 * SHA-256 (1.8 GB/s with SHA-NI) dominates: the two SHA-256 passes (whole file and AutoV3's
   range) cannot share state. CRC32 (6 GB/s), BLAKE3 (9 GB/s, twice: whole file and tensors)
   and the copy out of the page cache add ~0.5 s of CPU, so the 2-core floor is ~0.80 s,
-  ~1.4x one SHA-256 pass; ``hash_file`` runs at 0.80-0.83 s.
+  ~1.4x one SHA-256 pass, if nothing overlaps (see above for what was measured).
 * Each hash is a *job* with its own FIFO of chunks; ``workers`` threads each take whichever
   idle job has the longest backlog. hashlib, zlib.crc32 and blake3 release the GIL on large
   buffers, so the threads run truly in parallel, and the longest-backlog rule keeps both cores
@@ -76,6 +82,8 @@ class FileHashes:
     blake3: str
     size: int
     tensor_digests: dict[str, bytes] = field(default_factory=dict)
+    # CRC-32 of each ``crc_ranges`` entry, by its name (not part of the printed identity).
+    range_crcs: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict; tensor digests as upper-case hex."""
@@ -119,6 +127,19 @@ class _Crc32Job:
 
     def update(self, start: int, view: memoryview) -> None:
         self.value = _crc32(view, self.value)
+
+
+class _Crc32State:
+    """A CRC-32 with the hasher interface :class:`_RangesJob` expects (``factory(data)`` or
+    ``factory()`` then ``update``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, data: Any = None) -> None:
+        self.value = _crc32(data) if data is not None else 0
+
+    def update(self, data: Any) -> None:
+        self.value = _crc32(data, self.value)
 
 
 class _TailJob:
@@ -304,7 +325,8 @@ def _default_workers() -> int:
 class _Jobs:
     """The job set for one file, and how to turn finished jobs into :class:`FileHashes`."""
 
-    def __init__(self, size: int, data_start: int | None, tensors: Sequence[TensorInfo]) -> None:
+    def __init__(self, size: int, data_start: int | None, tensors: Sequence[TensorInfo],
+                 crc_ranges: Sequence[tuple[str, int, int, int]] = ()) -> None:  # fmt: skip
         if data_start is not None and not 0 <= data_start <= size:
             raise ValueError(f"data_start {data_start} outside a file of {size} bytes")
         self.size = size
@@ -326,6 +348,14 @@ class _Jobs:
                 self.zero[t.name] = _EMPTY_BLAKE3
             else:
                 ranges.append((t.name, s, e, blake3))
+        self.zero_crcs: dict[str, int] = {}
+        for what, s, e, _expected in crc_ranges:
+            if not 0 <= s <= e <= size:
+                raise ValueError(f"CRC range {what!r} ({s}, {e}) outside a file of {size} bytes")
+            if s == e:
+                self.zero_crcs[what] = 0
+            else:
+                ranges.append((("crc", what), s, e, _Crc32State))
         self.ranges = _RangesJob(ranges) if ranges else None
 
     def all(self) -> list[Any]:
@@ -343,10 +373,13 @@ class _Jobs:
         autov3 = self.tail.hasher.hexdigest().upper() if self.tail is not None else None
         autov1 = None
         digests = dict(self.zero)
+        crcs = dict(self.zero_crcs)
         if self.ranges is not None:
             for key, hasher in self.ranges.results.items():
                 if key is None:
                     autov1 = hasher.hexdigest().upper()[:8]
+                elif isinstance(key, tuple):
+                    crcs[key[1]] = hasher.value
                 else:
                     digests[key] = hasher.digest()
         crc = self.crc.value
@@ -361,13 +394,15 @@ class _Jobs:
             blake3=self.b3.hasher.hexdigest().upper(),
             size=self.size,
             tensor_digests=digests,
+            range_crcs=crcs,
         )
 
 
-def hash_bytes(data: bytes, data_start: int | None = None, tensors: Sequence[TensorInfo] = ()) -> FileHashes:
+def hash_bytes(data: bytes, data_start: int | None = None, tensors: Sequence[TensorInfo] = (),
+               crc_ranges: Sequence[tuple[str, int, int, int]] = ()) -> FileHashes:  # fmt: skip
     """All hashes of an in-memory file (tests, remote headers); no threads."""
     view = memoryview(data).cast("B")
-    jobs = _Jobs(len(view), data_start, tensors)
+    jobs = _Jobs(len(view), data_start, tensors, crc_ranges)
     for job in jobs.all():
         if len(view) and job.wants(0, len(view)):
             job.update(0, view)
@@ -379,6 +414,7 @@ def hash_file(
     *,
     data_start: int | None = None,
     tensors: Sequence[TensorInfo] = (),
+    crc_ranges: Sequence[tuple[str, int, int, int]] = (),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
 ) -> FileHashes:
@@ -386,6 +422,8 @@ def hash_file(
 
     ``data_start`` (safetensors: 8 + header length) enables AutoV3. ``tensors`` with a
     ``file_range`` get BLAKE3 digests; the others are left to :func:`tensor_digests_for`.
+    ``crc_ranges`` (``(name, start, end, expected)``, e.g. a torch zip's stored members) get
+    their CRC-32 in ``FileHashes.range_crcs``; comparing them is the caller's job.
     ``workers`` defaults to the usable cores; 1 hashes on the calling thread.
     Raises OSError if the file cannot be read or ends before the size it had when opened,
     ValueError if ``data_start`` or a tensor range lies outside the file.
@@ -396,7 +434,7 @@ def hash_file(
     with open(path, "rb", buffering=0) as fh:
         fd = fh.fileno()
         size = _file_size(fd)
-        jobs = _Jobs(size, data_start, tensors)
+        jobs = _Jobs(size, data_start, tensors, crc_ranges)
         job_list = jobs.all()
         if hasattr(os, "posix_fadvise"):  # larger readahead for cold files; free when cached
             try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consentry.errors import ModelFileError, ModelFileUnreadable
+from consentry.errors import ModelFileError, ModelFileUnreadable, UnsafeModelError
 from consentry.formats import read_manifest, sniff_path
 from consentry.formats.limits import DEFAULT_LIMITS, ReadLimits
 from consentry.formats.tensors import Format, Manifest, Verdict
@@ -69,11 +69,21 @@ def identify(path: str | os.PathLike[str], *, limits: ReadLimits = DEFAULT_LIMIT
                              problem=error.problem, error=error)  # fmt: skip
     try:
         data_start = manifest.data_start if manifest and manifest.format is Format.SAFETENSORS else None
+        if manifest is None and fmt == str(Format.SAFETENSORS):
+            data_start = _length_field_data_start(p)  # rejected, but a hub still has its AutoV3
         own = [t for t in manifest.tensors if t.file_range is not None and t.path == p] if manifest else []
-        hashes = hash_file(p, data_start=data_start, tensors=own, workers=workers)
+        crc_ranges = manifest.crc_ranges if manifest else []
+        try:
+            hashes = hash_file(p, data_start=data_start, tensors=own, crc_ranges=crc_ranges, workers=workers)
+        except ValueError:
+            if manifest is not None:
+                raise
+            hashes = hash_file(p, workers=workers)  # the file shrank below 8 + N since it was read
     except OSError as exc:
         unreadable = ModelFileUnreadable(p, f"cannot read: {exc.strerror or exc}")
         error = error or unreadable
+    if hashes is not None and manifest is not None and error is None:
+        error = _crc_mismatch(p, manifest, hashes)
     identity = ModelIdentity(
         path=str(p),
         size=hashes.size if hashes else _size_or_none(p),
@@ -108,10 +118,20 @@ def _identify_folder(p: Path, manifest: Manifest | None, error: ModelFileError |
     for tensor in manifest.tensors:
         if tensor.file_range is not None and tensor.path is not None:
             by_file.setdefault(tensor.path, []).append(tensor)
+    crcs_for: dict[Path, tuple[str, Manifest]] = {}
+    for rel, part in manifest.parts:
+        if part.crc_ranges:
+            crcs_for[part.path] = (rel, part)
+            by_file.setdefault(part.path, [])
     for file_path, tensors in by_file.items():
-        file_hashes = hash_file(file_path, tensors=tensors, workers=workers)
+        rel, part = crcs_for.get(file_path, (None, None))
+        file_hashes = hash_file(file_path, tensors=tensors, crc_ranges=part.crc_ranges if part else (), workers=workers)
         total += file_hashes.size
         digests.update(file_hashes.tensor_digests)
+        mismatch = _crc_mismatch(file_path, part, file_hashes) if part else None
+        if mismatch is not None:  # a stored member of one part fails its CRC: the folder is quarantine
+            identity.verdict, identity.problem, identity.error = Verdict(mismatch.verdict), f"{rel}: {mismatch.problem}", mismatch
+            return identity
     identity.size = total
     identity.content_hash = _content_hash(manifest, digests)
     return identity
@@ -124,6 +144,38 @@ def _content_hash(manifest: Manifest, digests: dict[str, bytes]) -> str | None:
     if missing:
         digests.update(tensor_digests_for(manifest, missing))
     return combine(manifest.tensors, digests)
+
+
+def _crc_mismatch(p: Path, manifest: Manifest, hashes: FileHashes) -> ModelFileError | None:
+    """A stored zip member whose bytes do not match its CRC-32 (checked in the hashing pass).
+
+    torch would load it regardless (its zip reader skips CRC checks), so like every zip that
+    torch accepts and the strict reader does not, it is quarantine, not clean.
+    """
+    for what, _start, _end, expected in manifest.crc_ranges:
+        got = hashes.range_crcs.get(what)
+        if got is not None and got != expected:
+            return UnsafeModelError(p, f"zip member {what!r} fails its CRC-32 check (stored {expected:08x}, computed {got:08x})")
+    return None
+
+
+def _length_field_data_start(p: Path) -> int | None:
+    """``8 + N`` from a safetensors file's length field alone, if it lies within the file.
+
+    A hub derives AutoV3 (SHA-256 of ``file[8+N:]``) from the length field without validating
+    the header (Civitai's HashTask, kohya's ``addnet_hash_safetensors``), so a rejected file,
+    e.g. a known LoRA with a polyglot appended, still gets the AutoV3 it is listed under.
+    """
+    try:
+        with open(p, "rb") as fh:
+            prefix = fh.read(8)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return None
+    if len(prefix) < 8:
+        return None
+    start = 8 + int.from_bytes(prefix, "little")
+    return start if start <= size else None
 
 
 def _sniffed_format(p: Path) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from consentry.errors import ConsentryError
-from consentry.store.database import INTEGRITY_ERRORS, Database
+from consentry.store.database import Database, integrity_errors
 from consentry.store.records import utc_now
 
 # Each role can do everything the roles before it can.
@@ -87,7 +87,7 @@ class ApiKeyRepository:
                     "INSERT INTO api_keys (name, key_hash, role, created_at) VALUES (?, ?, ?, ?)",
                     (name, hash_secret(secret), role, utc_now()),
                 )
-        except INTEGRITY_ERRORS:
+        except integrity_errors():
             raise ApiKeyExists(f"an API key named {name!r} already exists (names stay taken after revocation)") from None
         return secret
 
