@@ -282,7 +282,17 @@ def test_every_route_uses_the_error_shape(svc: Service):
         assert_error(svc.client.request(wrong, url, headers=svc.auth("admin")), 405, "method_not_allowed")
     assert_error(svc.client.get("/v1/nope"), 404, "not_found")
     assert_error(svc.client.post("/v1/banks", headers=svc.auth("admin"), content=b"x" * (2 * 1024 * 1024)), 413)
-    assert_error(svc.client.post("/v1/banks", headers=svc.auth("admin"), content=b"{"), 422, "validation_error")
+    # A body that cannot be parsed is a 400 (errors.responses() declares it on every route); one
+    # that parses but breaks the schema is a 422 with details.
+    admin_json = {**svc.auth("admin"), "Content-Type": "application/json"}
+    malformed = assert_error(svc.client.post("/v1/banks", headers=admin_json, content=b"{"), 400, "bad_request")
+    assert "not valid JSON" in malformed["error"] and "details" not in malformed
+    assert_error(svc.client.post("/v1/banks", headers=admin_json, content=b'{"name": "caf\xe9"}'), 400, "bad_request")
+    unlabelled = assert_error(svc.client.post("/v1/banks", headers=svc.auth("admin"), content=b'{"name": "x"}'), 400)
+    assert "Content-Type: application/json" in unlabelled["error"]
+    wrong_type = assert_error(svc.client.post("/v1/banks", headers=admin_json, content=b'{"name": 5}'), 422, "validation_error")
+    assert wrong_type["details"][0]["loc"] == ["body", "name"]
+    assert svc.client.post("/v1/banks", headers=admin_json, content=b'{"name": "labelled"}').status_code == 201
     assert_error(svc.client.get("/v1/review/0", headers=svc.auth("admin")), 422)
 
 

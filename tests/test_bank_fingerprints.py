@@ -17,9 +17,10 @@ from test_fingerprints import make_lora, refactor, save_lora
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def store(store_target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh store: SQLite, then PostgreSQL (tests/conftest.py)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the NN index cache
-    with Store.open(tmp_path / "db.sqlite") as s:
+    with Store.open(store_target) as s:
         yield s
 
 

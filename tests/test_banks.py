@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 
 from consentry.banks.entries import add_model_file, normalise_signals
 from consentry.banks.matching import STATUS_MATCH, STATUS_NO_MATCH, STATUS_QUARANTINE, match_identity
-from consentry.banks.signals import build_registry, hookimpl, signal_registry
+from consentry.banks.signals import SimilarityHit, build_registry, hookimpl, signal_registry
 from consentry.cli import cli
 from consentry.errors import HashFormatError
 from consentry.identity.identify import identify
@@ -32,8 +32,9 @@ def lora(path: Path, seed: int, metadata: dict | None = None) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with Store.open(tmp_path / "db.sqlite") as s:
+def store(store_target: str):
+    """A fresh store: SQLite, then PostgreSQL (tests/conftest.py)."""
+    with Store.open(store_target) as s:
         yield s
 
 
@@ -157,6 +158,77 @@ def test_a_plugin_signal_type_matches_without_touching_the_matcher(tmp_path: Pat
     store.banks.add_entry(bank, BankEntry(None, bank.name, normalise_signals({"md5": md5}, registry)))
     result = match_identity(store, identify(model), registry)
     assert result.status == STATUS_MATCH and result.matches[0].signal_type == "md5"
+
+
+class SizeSimilarity:
+    """A toy similarity signal: files of (nearly) the same size are related. It keeps what it
+    needs in a table of its own, as a real plug-in would, and never touches bank_signals."""
+
+    name = "size"
+    kind = "similarity"
+    description = "file size within a tolerance"
+
+    @staticmethod
+    def _table(store):
+        store.db.execute("CREATE TABLE IF NOT EXISTS plugin_sizes (entry_id BIGINT PRIMARY KEY, size BIGINT NOT NULL)")
+
+    def remember(self, store, entry_id, path, identity):
+        self._table(store)
+        store.db.execute("INSERT INTO plugin_sizes (entry_id, size) VALUES (?, ?)", (entry_id, identity.size))
+        return "stored"
+
+    def find(self, store, identity):
+        self._table(store)
+        hits = []
+        for r in store.db.query("SELECT entry_id, size FROM plugin_sizes"):
+            score = 1 - abs(r["size"] - identity.size) / max(r["size"], identity.size)
+            bank = store.banks.get(store.banks.entry(r["entry_id"]).bank_name)
+            threshold = float(bank.thresholds.get(self.name, 0.99))
+            if score >= threshold:
+                hits.append(SimilarityHit(r["entry_id"], "same size", round(score, 4), threshold))
+        return hits, []
+
+
+class SizePlugin:
+    @hookimpl
+    def consentry_signal_types(self):
+        return [SizeSimilarity()]
+
+
+def test_a_plugin_similarity_signal_matches_without_touching_the_matcher(tmp_path: Path, store: Store):
+    registry = build_registry([SizePlugin()], load_entry_points=False)
+    assert sorted(s.name for s in registry.similarity()) == ["fingerprint", "size"]  # the built-in one and the plug-in
+    assert "size" not in registry and "size" not in registry.names()  # not a column a list can fill
+    with pytest.raises(HashFormatError, match="similarity signal"):
+        normalise_signals({"size": "123"}, registry)
+    banked, other = lora(tmp_path / "banked.safetensors", 11), lora(tmp_path / "other.safetensors", 12)  # same size, other tensors
+    assert banked.stat().st_size == other.stat().st_size
+    store.banks.create("sizes")
+    entry_id, entry = add_model_file(store, "sizes", banked, registry=registry)
+    assert entry.provenance["size"] == "stored" and entry.provenance["fingerprint"] == "stored"
+
+    result = match_identity(store, identify(other), registry)
+    assert result.status == STATUS_MATCH
+    [match] = result.matches
+    assert (match.entry.id, match.signal_type, match.value, match.score, match.threshold) == (entry_id, "size", "same size", 1.0, 0.99)
+    assert not match.weak
+    assert match_identity(store, identify(other)).status == STATUS_NO_MATCH  # without the plug-in: unrelated weights
+
+    store.banks.update("sizes", thresholds={"size": 1.5})  # the bank's threshold is the signal's
+    assert match_identity(store, identify(other), registry).status == STATUS_NO_MATCH
+    store.banks.update("sizes", thresholds={})
+    store.banks.create("known-good", kind="negative")
+    add_model_file(store, "known-good", other, registry=registry)  # a known-good hit suppresses similarity
+    result = match_identity(store, identify(other), registry)
+    assert result.status == STATUS_NO_MATCH and result.matches[0].suppressed_by == "known-good"
+
+
+def test_the_fingerprint_is_a_registered_similarity_signal():
+    registry = signal_registry()
+    assert [s.name for s in registry.similarity()] == ["fingerprint"]
+    assert "fingerprint" not in registry.names()
+    with pytest.raises(HashFormatError, match="fingerprint is a similarity signal"):
+        normalise_signals({"fingerprint": "0" * 64})
 
 
 def test_plugins_are_found_through_entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from safetensors.numpy import save_file
 
 from consentry.banks.entries import add_model_file
-from consentry.banks.matching import STATUS_MATCH, match_identity, queue_matches
+from consentry.banks.matching import STATUS_MATCH, STATUS_NO_MATCH, match_identity, queue_matches
 from consentry.banks.review import InvalidTransition, ReviewError, ReviewItemNotFound, appeal, confirm, decide, dismiss
 from consentry.cli import cli
 from consentry.identity.identify import identify
@@ -93,6 +93,52 @@ def test_dismiss_into_negative_bank_then_scan_hits_it(store: Store, queued):
     assert not {"autov1", "crc32"} & set(entry.signals)  # 32-bit signals would vouch for strangers
     result = match_identity(store, identify(model))
     assert [m.bank for m in result.negative] == ["known-good"]
+
+
+@pytest.mark.parametrize("into_negative_bank", [True, False])
+def test_a_dismissal_sticks_for_the_same_file_until_appealed(tmp_path: Path, store_target: str, into_negative_bank: bool):
+    """The reviewer's dismissal holds for the same file and entry: a re-scan reports the match
+    as dismissed (not flagged, no new item), so the appeal of the dismissed item is not refused
+    as "already open"; after the appeal the match is live again, on the same item. SQLite and
+    PostgreSQL."""
+    model = lora(tmp_path / "jane.safetensors", 1)
+    with Store.open(store_target) as store:
+        store.banks.create("deleted")
+        store.banks.create("known-good", kind="negative")
+        [entry_id, _] = add_model_file(store, "deleted", model, url="https://civitai.com/models/1")
+        first = match_identity(store, identify(model))
+        queue_matches(store, first, source="test")
+        item_id = first.matches[0].review_item
+        dismiss(store, item_id, actor="alice", reason="licensed likeness, contract on file",
+                negative_bank="known-good" if into_negative_bank else None)  # fmt: skip
+
+        again = match_identity(store, identify(model))
+        queue_matches(store, again, source="test")
+        [m] = again.matches
+        assert (m.entry.id, m.dismissed_in, m.review_item) == (entry_id, item_id, item_id)
+        assert again.status == STATUS_NO_MATCH  # the reviewer's word holds
+        assert [n.bank for n in again.negative] == (["known-good"] if into_negative_bank else [])
+        assert any(f"dismissed in review item #{item_id}" in note for note in again.notes)
+        assert not any("disagree" in note for note in again.notes)  # a person has decided
+        assert (store.reviews.count(), store.reviews.count("open")) == (1, 0)  # no new item
+        assert again.as_json()["matches"][0]["dismissed_in"] == item_id
+
+        # Another file carrying the same tensors (new SHA-256) is a new upload: it is flagged.
+        other = tmp_path / "renamed.safetensors"
+        rng = np.random.default_rng(1)  # as lora(..., 1) draws them
+        save_file({"m.lora_down.weight": rng.standard_normal((4, 32)).astype(np.float16),
+                   "m.lora_up.weight": rng.standard_normal((32, 4)).astype(np.float16)},
+                  str(other), metadata={"ss_output_name": "renamed"})  # fmt: skip
+        elsewhere = match_identity(store, identify(other))
+        assert elsewhere.status == STATUS_MATCH and elsewhere.matches[0].dismissed_in is None
+
+        reopened = appeal(store, item_id, actor="bob", reason="uploader's account linked to the original ban")
+        assert reopened.status == "open"
+        after = match_identity(store, identify(model))
+        queue_matches(store, after, source="test")
+        assert after.status == STATUS_MATCH
+        assert (after.matches[0].dismissed_in, after.matches[0].review_item) == (None, item_id)
+        assert store.reviews.count() == 1
 
 
 def test_bad_decisions_are_refused_and_change_nothing(store: Store, queued):

@@ -2,8 +2,10 @@
 
     {"ok": false, "status": 404, "error": "no bank named 'x'", "code": "not_found"}
 
-Routing errors (404/405), validation (422), size limits (413), auth (401/403), library errors
-and crashes (500) all go through :func:`install_error_handlers`, so a client parses one shape.
+Routing errors (404/405), a body that is not JSON (400), validation (422), size limits (413),
+auth (401/403), library errors and crashes (500) all go through :func:`install_error_handlers`,
+so a client parses one shape. 400 is for a body that cannot be parsed at all; 422 for one that
+parses but breaks the operation's schema or a library rule.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": CODES.get(s, "error")} for s in sorted({*statuses, 400, 413, 500})}
 
 
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -87,7 +93,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        errors = exc.errors()
+        if errors and all(e.get("type") == "json_invalid" for e in errors):  # not JSON at all (or not UTF-8)
+            why = (errors[0].get("ctx") or {}).get("error") or errors[0].get("msg") or "JSON decode error"
+            return error_response(400, f"the request body is not valid JSON: {why}")
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        sent_body = request.headers.get("content-length") not in (None, "0") or "transfer-encoding" in request.headers
+        if sent_body and not _is_json(media) and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+            # FastAPI reads a JSON body only when it is labelled so (curl -d sends a form type)
+            return error_response(400, f"the request body must be JSON sent with Content-Type: application/json"
+                                       f" (got {media or 'no Content-Type'})")  # fmt: skip
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
         return error_response(422, f"{where}: {first['msg']}" if where else first["msg"], details=details)

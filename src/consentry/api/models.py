@@ -177,6 +177,8 @@ class MatchOut(BaseModel):
     score: float | None
     threshold: float | None
     suppressed_by: str | None
+    dismissed_in: int | None = Field(None, description="the review item in which a reviewer dismissed this file's match to"
+                                     " this entry: not flagged again, and no new item, until that item is appealed")  # fmt: skip
     review_item: int | None
     entry: EntryRef | None
 

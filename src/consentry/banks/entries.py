@@ -26,25 +26,28 @@ def entry_from_identity(identity: ModelIdentity, bank_name: str, registry: Signa
 
 def add_model_file(store: Store, bank_name: str, path: str | os.PathLike[str], *, name: str | None = None,
                    url: str | None = None, note: str | None = None, labels: list[str] | None = None,
-                   actor: str | None = None) -> tuple[int | None, BankEntry]:  # fmt: skip
+                   actor: str | None = None, registry: SignalRegistry | None = None) -> tuple[int | None, BankEntry]:  # fmt: skip
     """Identify ``path`` and add it to the bank. Returns (entry id or None if already there, entry).
 
+    Every exact signal the file has goes into the entry; every similarity signal (the weight
+    fingerprint) keeps what it needs, and says so in the returned entry's provenance.
     A file that is malformed or could not be proven safe can still be banked by its bytes:
     its byte hashes are exactly what re-uploads of it will carry."""
+    registry = registry or signal_registry()
     bank = store.banks.get(bank_name)
     identity = identify(Path(path))
     if isinstance(identity.error, ModelFileUnreadable) or identity.hashes is None:
         raise ConsentryError(f"{path}: {identity.problem or 'cannot read'}")
     provenance = {"added_from": "model file", "file_name": Path(path).name, "actor": actor,
                   "verdict": str(identity.verdict), "format": identity.format}  # fmt: skip
-    entry = entry_from_identity(identity, bank.name, name=name or Path(path).name, url=url, note=note,
+    entry = entry_from_identity(identity, bank.name, registry, name=name or Path(path).name, url=url, note=note,
                                 labels=list(labels or []), provenance=provenance)  # fmt: skip
     entry_id = store.banks.add_entry(bank, entry)
-    if entry_id is not None and identity.manifest is not None and not identity.problem:
-        from consentry.banks.fingerprint_matching import fingerprint_entry
-
-        why_not = fingerprint_entry(store, entry_id, path, identity)
-        entry.provenance["fingerprint"] = "stored" if why_not is None else f"not stored: {why_not}"
+    if entry_id is not None:
+        for similarity in registry.similarity():
+            kept = similarity.remember(store, entry_id, Path(path), identity)
+            if kept is not None:
+                entry.provenance[similarity.name] = kept
     return entry_id, entry
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from consentry.errors import ConsentryError
-from consentry.fingerprints import CONTAINS, DEFAULT_THRESHOLDS, Fingerprint, compare
+from consentry.fingerprints.search import related_fingerprints
 from consentry.fingerprints.stored import compute_fingerprint, save_fingerprint
 from consentry.identity.identify import ModelIdentity
 
 SIGNAL = "fingerprint"
 KEY_PREFIX = "bank-entry:"
-SHORTLIST = 50  # candidates drawn from the nearest-neighbour index before exact comparison
 
 
 def fingerprint_entry(store, entry_id: int, path: str | Path, identity: ModelIdentity) -> str | None:
@@ -44,31 +43,17 @@ def fingerprint_candidates(store, identity: ModelIdentity) -> tuple[list[tuple[i
     Returns ([(entry_id, verdict, score, threshold, reason)], notes)."""
     if identity.manifest is None or identity.problem or not banks_hold_fingerprints(store):
         return [], []
-    from consentry.fingerprints.index import index_for_store, search
-
     try:
         query = compute_fingerprint(store, identity.path)
     except ConsentryError as exc:
         return [], [f"fingerprint not compared: {exc}"]
     found: list[tuple[int, str, float, float, str]] = []
-    for key, _similarity in search(index_for_store(store), query.vector(), SHORTLIST):
-        stored = store.fingerprints.get(key)
-        if stored is None or not stored[0].path.startswith(KEY_PREFIX):
-            continue
-        meta, blob = stored
-        entry_id = int(meta.path[len(KEY_PREFIX):])
-        entry = store.banks.entry(entry_id)
+    for hit in related_fingerprints(store, query, prefix=KEY_PREFIX, query_is_known=False):
+        entry = store.banks.entry(int(hit.stored.path[len(KEY_PREFIX):]))
         if entry is None:
             continue
         bank = store.banks.get(entry.bank_name)
-        result = compare(Fingerprint.from_bytes(blob, source=meta.path), query)
-        if not result.related:
-            continue
-        if result.verdict == CONTAINS:
-            score, default = result.containment or 0.0, DEFAULT_THRESHOLDS.contains
-        else:
-            score, default = result.identity or 0.0, DEFAULT_THRESHOLDS.detect
-        threshold = float(bank.thresholds.get(SIGNAL, default))
-        if score >= threshold:
-            found.append((entry_id, result.verdict, round(score, 4), threshold, result.reason))
+        threshold = float(bank.thresholds.get(SIGNAL, hit.default_threshold))
+        if hit.score >= threshold:
+            found.append((entry.id, hit.comparison.verdict, hit.score, threshold, hit.comparison.reason))
     return found, []

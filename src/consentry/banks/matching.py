@@ -1,8 +1,14 @@
 """The matcher every upload goes through: a file's signals against every enabled bank.
 
-Exact signals (hashes) match by equality. A hit in a negative bank (known-good models) is
-reported and suppresses similarity matches (weight fingerprints, when they land); it never
-hides an exact hash hit in a positive bank, which is shown alongside it so a person decides.
+Exact signals (hashes) match by equality, looked up in ``bank_signals``. Similarity signals
+(the weight fingerprint, and any plug-in of that kind) find their related entries themselves
+and report a score and the bank's threshold; an entry an exact hash already matched is shown
+by the hash, the stronger evidence. Both kinds come from the signal registry: neither is
+named here. A hit in a negative bank (known-good models) is reported and suppresses
+similarity matches; it never hides an exact hash hit in a positive bank, which is shown
+alongside it so a person decides — until a reviewer has: a match dismissed in review for the
+same file (by SHA-256) and the same entry stays dismissed on later scans, and opens no new
+review item, until the dismissal is appealed.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from consentry.banks.fingerprint_matching import SIGNAL, fingerprint_candidates
 from consentry.banks.signals import SignalRegistry, signal_registry
 from consentry.formats.limits import DEFAULT_LIMITS, ReadLimits
 from consentry.identity.identify import ModelIdentity, identify
@@ -40,6 +45,7 @@ class Match:
     score: float | None = None  # similarity signals only
     threshold: float | None = None
     suppressed_by: str | None = None  # name of the negative bank that suppressed it
+    dismissed_in: int | None = None  # the review item in which a reviewer dismissed this file's match to this entry
     review_item: int | None = None
 
     @property
@@ -71,6 +77,7 @@ class Match:
             "score": self.score,
             "threshold": self.threshold,
             "suppressed_by": self.suppressed_by,
+            "dismissed_in": self.dismissed_in,
             "review_item": self.review_item,
             "entry": None if entry is None else {
                 "id": entry.id, "name": entry.name, "url": entry.url, "labels": entry.labels,
@@ -118,29 +125,43 @@ def match_identity(store: Store, identity: ModelIdentity, registry: SignalRegist
         )
         first = entry_hits[0]
         matches.append(Match(bank=first.bank, bank_kind=first.bank_kind, entry=store.banks.entry(entry_id), signals=signals))
-    fp_hits, fp_notes = fingerprint_candidates(store, identity)
-    for entry_id, verdict, score, threshold, reason in fp_hits:
-        if entry_id in grouped:
-            continue  # already matched by an exact hash: the stronger evidence is shown
-        entry = store.banks.entry(entry_id)
-        bank = store.banks.get(entry.bank_name)
-        if not bank.enabled:
-            continue
-        matches.append(Match(bank=bank.name, bank_kind=bank.kind, entry=entry, signals=[(SIGNAL, verdict, 0)],
-                             score=score, threshold=threshold))  # fmt: skip
+    notes: list[str] = []
+    matched = set(grouped)
+    for similarity in registry.similarity():
+        found, signal_notes = similarity.find(store, identity)
+        notes += signal_notes
+        for hit in found:
+            if hit.entry_id in matched:
+                continue  # already matched by an exact hash (the stronger evidence) or another similarity signal
+            entry = store.banks.entry(hit.entry_id)
+            if entry is None:
+                continue
+            bank = store.banks.get(entry.bank_name)
+            if not bank.enabled:
+                continue
+            matched.add(hit.entry_id)
+            matches.append(Match(bank=bank.name, bank_kind=bank.kind, entry=entry, signals=[(similarity.name, hit.verdict, 0)],
+                                 score=hit.score, threshold=hit.threshold))  # fmt: skip
     positive = [m for m in matches if m.bank_kind == "positive"]
     negative = [m for m in matches if m.bank_kind == "negative"]
     result = ScanResult(path=identity.path, identity=identity, status=STATUS_NO_MATCH, matches=positive, negative=negative,
-                        notes=list(fp_notes))  # fmt: skip
+                        notes=notes)
     if negative:
         banks = sorted({m.bank for m in negative})
         result.notes.append(f"known-good in negative bank(s) {', '.join(banks)}: similarity matches are suppressed")
         for m in positive:
             if m.score is not None:  # similarity signal
                 m.suppressed_by = banks[0]
-        if any(m.score is None for m in positive):
-            result.notes.append("an exact hash also matches a positive bank: the two banks disagree, review it")
-    live = [m for m in positive if m.suppressed_by is None]
+    dismissed = dismissed_matches(store, identity, [m.entry.id for m in positive if m.suppressed_by is None and m.entry])
+    for m in positive:
+        item = dismissed.get(m.entry.id) if m.entry is not None and m.suppressed_by is None else None
+        if item is not None:
+            m.dismissed_in = m.review_item = item
+            result.notes.append(f"bank {m.bank}: this file's match to entry #{m.entry.id} was dismissed in review item"
+                                f" #{item}; not flagged again (appeal the item to reopen it)")  # fmt: skip
+    if negative and any(m.score is None and m.dismissed_in is None for m in positive):
+        result.notes.append("an exact hash also matches a positive bank: the two banks disagree, review it")
+    live = [m for m in positive if m.suppressed_by is None and m.dismissed_in is None]
     for m in live:
         if m.weak:
             result.notes.append(f"weak match in bank {m.bank}: only a {m.strength}-bit hash ({m.signal_type}) agrees; confirm with a full hash")
@@ -152,11 +173,44 @@ def match_identity(store: Store, identity: ModelIdentity, registry: SignalRegist
     return result
 
 
+def dismissed_matches(store: Store, identity: ModelIdentity, entry_ids: list[int]) -> dict[int, int]:
+    """``{entry id: review item}`` for the entries whose match to this file (same SHA-256) a
+    reviewer dismissed, where that dismissal is the latest word: no open item for the pair, and
+    no confirmation after it. An appeal reopens the dismissed item itself, which ends this.
+
+    Both queries are narrowed by status (the ``review_items_status`` index), and the second
+    runs only for a file that has a dismissal."""
+    sha256 = identity.hashes.sha256 if identity.hashes else None
+    if not sha256 or not entry_ids:
+        return {}
+    marks = ", ".join("?" * len(entry_ids))
+    found: dict[int, tuple[str, int]] = {}
+    for r in store.db.query(
+        f"SELECT id, entry_id, updated_at FROM review_items WHERE status = 'dismissed' AND file_sha256 = ? AND entry_id IN ({marks})",
+        (sha256, *entry_ids),
+    ):
+        key = (r["updated_at"], r["id"])
+        if r["entry_id"] not in found or key > found[r["entry_id"]]:
+            found[r["entry_id"]] = key
+    if not found:
+        return {}
+    marks = ", ".join("?" * len(found))
+    for r in store.db.query(
+        f"SELECT id, entry_id, status, updated_at FROM review_items WHERE status IN ('open', 'confirmed')"
+        f" AND file_sha256 = ? AND entry_id IN ({marks})",
+        (sha256, *found),
+    ):
+        if r["status"] == "open" or (r["updated_at"], r["id"]) > found.get(r["entry_id"], ("", 0)):
+            found.pop(r["entry_id"], None)
+    return {entry_id: item for entry_id, (_when, item) in found.items()}
+
+
 def queue_matches(store: Store, result: ScanResult, *, source: str) -> None:
-    """Turn each live match into a review item (an already-open identical item is reused)."""
+    """Turn each live match into a review item (an already-open identical item is reused).
+    A match dismissed in review for this file (``dismissed_in``) opens none."""
     hashes = result.identity.hashes
     for m in result.matches:
-        if m.suppressed_by:
+        if m.suppressed_by or m.dismissed_in:
             continue
         bank = store.banks.get(m.bank)
         m.review_item = store.reviews.open_item(

@@ -1,10 +1,19 @@
 """Signal types: the kinds of value a bank can hold and a scan can compare.
 
-A signal type says how to normalise a value a person typed or imported, and which values to
-look up for a scanned file. Built-ins are the six hub hashes and ``content_hash``; the weight
-fingerprint will join as a similarity signal. More come from plug-ins: a package that exposes
-an object with a ``consentry_signal_types`` hook implementation under the entry-point group
-``consentry`` is picked up by :func:`signal_registry` — the matcher never changes.
+Two kinds, both returned by the same plug-in hook:
+
+* **exact** signals (:class:`SignalType`): a value a person can type or import, normalised,
+  stored in ``bank_signals`` and matched by equality. Built-ins: the six hub hashes and
+  ``content_hash``.
+* **similarity** signals (:class:`SimilaritySignalType`, ``kind = "similarity"``): compared by
+  a score against a per-bank threshold (``bank.thresholds[name]``), never by equality, so they
+  have no typed value: the signal keeps what it needs when a model file is banked
+  (``remember``) and finds the related bank entries for a scanned file itself (``find``).
+  Built-in: the weight ``fingerprint`` (:mod:`consentry.banks.fingerprint_matching`).
+
+More come from plug-ins: a package that exposes an object with a ``consentry_signal_types``
+hook implementation under the entry-point group ``consentry`` is picked up by
+:func:`signal_registry` — the matcher never changes, for either kind.
 """
 
 from __future__ import annotations
@@ -12,7 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 import pluggy
 
@@ -22,6 +32,9 @@ from consentry.identity.identify import ModelIdentity
 PROJECT = "consentry"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+EXACT = "exact"
+SIMILARITY = "similarity"
 
 _PREFIXES = re.compile(r"^(0x|sha256:|autov[123]:|blake3:|crc32:|content:)", re.IGNORECASE)
 _HEX = re.compile(r"^[0-9A-F]+$")
@@ -45,10 +58,39 @@ class SignalType(Protocol):
         """Bits of evidence a match on this value carries."""
 
 
+@dataclass(frozen=True)
+class SimilarityHit:
+    """A bank entry a similarity signal relates to a scanned file, at or above the bank's threshold."""
+
+    entry_id: int
+    verdict: str  # what was found, in the signal's words (the fingerprint: same, derived, contains)
+    score: float
+    threshold: float
+    reason: str = ""
+
+
+@runtime_checkable
+class SimilaritySignalType(Protocol):
+    """A signal compared by similarity (built-in: the weight fingerprint; plug-ins may add more)."""
+
+    name: str  # also the key of its threshold in a bank's thresholds
+    description: str
+    kind: str  # "similarity"
+
+    def remember(self, store: Any, entry_id: int, path: Path, identity: ModelIdentity) -> str | None:
+        """Keep what this signal needs of a model file just added to a bank as ``entry_id``.
+        Returns what to report under the signal's name (``"stored"``, ``"not stored: why"``),
+        or None when the file has nothing for this signal."""
+
+    def find(self, store: Any, identity: ModelIdentity) -> tuple[list[SimilarityHit], list[str]]:
+        """The bank entries related to a scanned file, each scoring at or above its bank's
+        threshold, and notes for the scan report (e.g. why no comparison was possible)."""
+
+
 class HookSpecs:
     @hookspec
-    def consentry_signal_types(self) -> list[SignalType]:  # type: ignore[empty-body]
-        """Return the signal types this plug-in provides."""
+    def consentry_signal_types(self) -> list[SignalType | SimilaritySignalType]:  # type: ignore[empty-body]
+        """Return the signal types this plug-in provides (exact or similarity)."""
 
 
 @dataclass(frozen=True)
@@ -103,21 +145,58 @@ BUILTIN_SIGNALS: tuple[HexHash, ...] = (
 )  # fmt: skip
 
 
+class FingerprintSignal:
+    """The weight fingerprint as a similarity signal. The work is in
+    :mod:`consentry.banks.fingerprint_matching`, imported on first use: it needs numpy and the
+    fingerprint index, which a bank import or a hash lookup should not load."""
+
+    name = "fingerprint"
+    kind = SIMILARITY
+    description = "weight fingerprint of a LoRA or fine-tune: same, derived or contains, with a score"
+
+    def remember(self, store: Any, entry_id: int, path: Path, identity: ModelIdentity) -> str | None:
+        if identity.manifest is None or identity.problem:
+            return None  # nothing to fingerprint: no tensors were read
+        from consentry.banks.fingerprint_matching import fingerprint_entry
+
+        why_not = fingerprint_entry(store, entry_id, path, identity)
+        return "stored" if why_not is None else f"not stored: {why_not}"
+
+    def find(self, store: Any, identity: ModelIdentity) -> tuple[list[SimilarityHit], list[str]]:
+        from consentry.banks.fingerprint_matching import fingerprint_candidates
+
+        found, notes = fingerprint_candidates(store, identity)
+        return [SimilarityHit(entry_id, verdict, score, threshold, reason)
+                for entry_id, verdict, score, threshold, reason in found], notes  # fmt: skip
+
+
+BUILTIN_SIMILARITY_SIGNALS: tuple[SimilaritySignalType, ...] = (FingerprintSignal(),)
+
+
 class _Builtins:
     @hookimpl
-    def consentry_signal_types(self) -> list[SignalType]:
-        return list(BUILTIN_SIGNALS)
+    def consentry_signal_types(self) -> list[SignalType | SimilaritySignalType]:
+        return [*BUILTIN_SIGNALS, *BUILTIN_SIMILARITY_SIGNALS]
+
+
+def is_similarity(signal_type: object) -> bool:
+    return getattr(signal_type, "kind", EXACT) == SIMILARITY
 
 
 class SignalRegistry:
-    """The signal types in force, by name."""
+    """The signal types in force, by name. Iterating, ``names()``, ``get()`` and ``in`` see the
+    exact types (what a list can hold and a bank row stores); ``similarity()`` the others."""
 
-    def __init__(self, types: Iterable[SignalType]) -> None:
+    def __init__(self, types: Iterable[SignalType | SimilaritySignalType]) -> None:
         self._types: dict[str, SignalType] = {}
+        self._similarity: dict[str, SimilaritySignalType] = {}
         for signal_type in types:
-            if signal_type.name in self._types:
+            if signal_type.name in self._types or signal_type.name in self._similarity:
                 raise ValueError(f"two signal types are named {signal_type.name!r}")
-            self._types[signal_type.name] = signal_type
+            if is_similarity(signal_type):
+                self._similarity[signal_type.name] = signal_type  # type: ignore[assignment]
+            else:
+                self._types[signal_type.name] = signal_type  # type: ignore[assignment]
 
     def __contains__(self, name: str) -> bool:
         return name in self._types
@@ -128,8 +207,13 @@ class SignalRegistry:
     def names(self) -> list[str]:
         return list(self._types)
 
+    def similarity(self) -> list[SimilaritySignalType]:
+        return list(self._similarity.values())
+
     def get(self, name: str) -> SignalType:
         key = name.strip().lower()
+        if key in self._similarity:
+            raise HashFormatError(f"{key} is a similarity signal: it is computed from a model file (bank add), not typed or imported")
         if key not in self._types:
             raise HashFormatError(f"unknown signal type {name!r} (known: {', '.join(self._types)})")
         return self._types[key]

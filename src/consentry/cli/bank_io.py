@@ -9,14 +9,16 @@ import io
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from consentry.banks.exchange import export_bank
-from consentry.banks.importing import ImportAborted, ImportReport, import_rows
 from consentry.cli._output import emit_json
 from consentry.cli.banks import bank_group
 from consentry.store import Store
+
+if TYPE_CHECKING:
+    from consentry.banks.importing import ImportReport
 
 SHOWN_DUPLICATES = 20  # duplicates listed in the text report (all rejected rows are listed)
 
@@ -64,6 +66,8 @@ def import_cmd(ctx: click.Context, name: str, file: str, fmt: str | None, create
     Example:
       consentry bank import civitai-deleted deleted_models.csv --create --actor alice
     """
+    from consentry.banks.importing import ImportAborted, import_rows
+
     show = sys.stderr.isatty() if progress is None else progress
 
     def tick(rows: int) -> None:
@@ -95,6 +99,8 @@ def export_cmd(ctx: click.Context, name: str, output: Path | None) -> None:
     Example:
       consentry bank export civitai-deleted -o civitai-deleted.consentry.jsonl
     """
+    from consentry.banks.exchange import export_bank
+
     with Store.open(ctx.obj.get("db")) as store:
         if output is None:
             stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from consentry.banks.entries import add_model_file
 from consentry.cli._output import emit_json
-from consentry.store import Store
+from consentry.store import Store  # light: the database driver for PostgreSQL is imported on use
 
 
 def parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
@@ -142,6 +141,8 @@ def add_cmd(ctx: click.Context, name: str, model_files: tuple[Path, ...], entry_
     Example:
       consentry bank add civitai-deleted ./downloads/jane_doe_v2.safetensors --url https://civitai.com/models/123
     """
+    from consentry.banks.entries import add_model_file  # fingerprints, numpy: only when adding
+
     with Store.open(ctx.obj.get("db")) as store:
         for path in model_files:
             entry_id, entry = add_model_file(store, name, path, name=entry_name, url=url, note=note,

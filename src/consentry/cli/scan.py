@@ -5,11 +5,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
 
-from consentry.banks.matching import STATUS_MATCH, STATUS_QUARANTINE, ScanResult, scan_paths
 from consentry.cli._output import emit_json
 from consentry.store import Store
+
+if TYPE_CHECKING:
+    from consentry.banks.matching import ScanResult
 
 EXIT_NO_MATCH, EXIT_MATCH, EXIT_QUARANTINE = 0, 1, 2
 
@@ -30,6 +34,8 @@ def scan_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, queue: 
     Example:
       consentry scan ./uploads --json
     """
+    from consentry.banks.matching import STATUS_MATCH, STATUS_QUARANTINE, scan_paths  # fingerprints, numpy
+
     worst = EXIT_NO_MATCH
     with Store.open(ctx.obj.get("db")) as store:
         for result in scan_paths(store, paths, queue=queue, source="cli"):
@@ -53,6 +59,8 @@ def _print_result(result: ScanResult) -> None:
         if m.score is not None:
             signals += f" (score {m.score:.3f}, threshold {m.threshold:.3f})"
         suppressed = f"  [suppressed by negative bank {m.suppressed_by}]" if m.suppressed_by else ""
+        if m.dismissed_in:
+            suppressed += f"  [dismissed in review item #{m.dismissed_in}]"
         weak = "  [weak]" if m.weak else ""
         click.echo(f"    {m.bank_kind} bank {m.bank}: {where}  via {signals}{weak}{suppressed}")
         if entry and entry.provenance:

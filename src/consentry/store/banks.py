@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from consentry.errors import ConsentryError
-from consentry.store.database import INTEGRITY_ERRORS, Database
+from consentry.store.database import Database, integrity_errors
 from consentry.store.records import from_json, to_json, utc_now
 
 
@@ -111,7 +111,7 @@ class BankRepository:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (name, kind, to_json(list(labels)), description, source, int(enabled), to_json(thresholds or {}), now, now),
                 )
-        except INTEGRITY_ERRORS:
+        except integrity_errors():
             raise BankExists(f"a bank named {name!r} already exists") from None
         return self.get(name)
 
