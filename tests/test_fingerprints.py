@@ -103,6 +103,15 @@ def save_lora(lora: dict, path: Path, fmt: str = "kohya", dtype=np.float32, meta
             key = peft_key(module)
             tensors[f"{key}.lora.down.weight"] = down.astype(dtype)
             tensors[f"{key}.lora.up.weight"] = up.astype(dtype)
+        elif fmt == "diffusers-processor":  # attention-processor keys, as diffusers' lora_state_dict writes them
+            key = peft_key(module)
+            key = re.sub(r"\.(attn\d)\.(to_q|to_k|to_v)$", r".\1.processor.\2_lora", key)
+            key = re.sub(r"\.(attn\d)\.to_out\.0$", r".\1.processor.to_out_lora", key)
+            key = re.sub(r"\.self_attn\.(q|k|v)_proj$", r".self_attn.to_\1_lora", key)
+            key = re.sub(r"\.self_attn\.out_proj$", ".self_attn.to_out_lora", key)
+            key = key if key.endswith("_lora") else key + ".lora"
+            tensors[f"{key}.down.weight"] = down.astype(dtype)
+            tensors[f"{key}.up.weight"] = up.astype(dtype)
     if fmt != "kohya":
         alphas = {m: a for m, (_u, _d, a) in lora.items()}
         first = next(iter(alphas.values()))
@@ -196,6 +205,10 @@ def fp(tmp_path: Path, lora: dict, name: str, **kw):
         ("base_model.model.down_blocks.0.attentions.0.proj_in", "unet_down_blocks_0_attentions_0_proj_in"),
         ("base_model.model.encoder.layers.1.mlp.fc2", "te1_encoder_layers_1_mlp_fc2"),  # bare PEFT text-encoder adapter
         ("model.diffusion_model.time_embed.0", "unet_time_embedding_linear_1"),
+        # old diffusers attention-processor keys (diffusers' lora_state_dict output for kohya files)
+        ("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out", "unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0"),
+        ("text_encoder.text_model.encoder.layers.0.self_attn.to_q", "te1_encoder_layers_0_self_attn_q_proj"),
+        ("text_encoder.encoder.layers.0.self_attn.to_out", "te1_encoder_layers_0_self_attn_out_proj"),
     ],
 )
 def test_canonical_names_agree_across_formats(raw: str, expected: str) -> None:
@@ -233,7 +246,7 @@ def test_flux_kohya_and_diffusers_loras_are_the_same(tmp_path: Path) -> None:
 # --- lossless and dtype variants ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["peft", "diffusers-old"])
+@pytest.mark.parametrize("fmt", ["peft", "diffusers-old", "diffusers-processor"])
 def test_key_format_conversion_is_same(tmp_path: Path, lora_a: dict, fmt: str) -> None:
     a, b = fp(tmp_path, lora_a, "a.safetensors"), fp(tmp_path, lora_a, "b.safetensors", fmt=fmt)
     assert a.names == b.names and a.module_count == len(MODULES)
@@ -354,6 +367,9 @@ def _bad(tmp_path: Path, tensors: dict, name: str = "bad.safetensors") -> str:
         ({"lora_unet_x.hada_w1_a": np.ones((8, 4), np.float32), "lora_unet_x.hada_w1_b": np.ones((4, 8), np.float32)}, "LoHa recognised: not yet fingerprinted"),
         ({"lora_unet_x.lora_down.weight": np.ones((4, 8), np.float32), "lora_unet_x.lora_up.weight": np.ones((8, 4), np.float32),
           "lora_unet_x.dora_scale": np.ones((8, 1), np.float32)}, "DoRA recognised"),
+        ({"lora_unet_x.lokr_w1": np.ones((2, 2), np.float32), "lora_unet_x.lokr_w2": np.ones((4, 4), np.float32)}, "LoKr recognised: not yet fingerprinted"),
+        ({"lora_unet_x.lora_down.weight": np.ones((4, 8), np.int8), "lora_unet_x.lora_up.weight": np.ones((8, 4), np.int8),
+          "lora_unet_x.alpha": np.array(4, np.int64)}, "integer-quantised factors are not fingerprinted yet"),
         ({"lora_unet_x.lora_down.weight": np.ones((4, 8), np.float32)}, "up (B) factor missing"),
         ({"model.diffusion_model.input_blocks.1.1.proj_in.weight": np.ones((8, 8), np.float32)}, "difference from its base"),
     ],
@@ -436,3 +452,344 @@ def test_cli_fingerprint_compare_similar_and_base(tmp_path: Path, lora_a: dict) 
 
     out = runner.invoke(cli, ["--db", db, "compare", str(a), str(tmp_path / "base.safetensors")])
     assert out.exit_code == 2 and "could not compare" in out.output
+
+
+# --- wrong base (G1): a base that is not the model's base is said, never a silent "unrelated" ------
+
+
+def _weight_matrices(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return {k: v.astype(np.float64) for k, v in load_file(str(path)).items() if k.endswith(".weight") and v.ndim in (2, 4)}
+
+
+def _relative_difference(model: Path, base: Path) -> float:
+    """‖W − W₀‖/‖W₀‖ over every weight matrix, from the files as written."""
+    m, b = _weight_matrices(model), _weight_matrices(base)
+    return float(np.sqrt(sum(((m[k] - b[k]) ** 2).sum() for k in b) / sum((b[k] ** 2).sum() for k in b)))
+
+
+def test_merge_against_its_base_records_relative_difference(tmp_path: Path, lora_a: dict) -> None:
+    base = save_base(tmp_path / "x.safetensors", seed=99)
+    merged = merge_into(base, lora_a, 1.0, tmp_path / "merged.safetensors")
+    expected = _relative_difference(merged, tmp_path / "x.safetensors")
+    assert 0 < expected < 0.2  # a merged LoRA moves the weights a little
+    ckpt = fingerprint_file(merged, base=tmp_path / "x.safetensors", base_name="x")
+    assert ckpt.relative_difference == pytest.approx(expected, rel=1e-3)
+    assaved = type(ckpt).from_bytes(ckpt.to_bytes())
+    assert assaved.relative_difference == pytest.approx(expected, rel=1e-3)
+    result = compare(fp(tmp_path, lora_a, "a.safetensors"), ckpt)
+    assert result.verdict == CONTAINS
+    assert any(n.startswith("B: relative difference from base x") for n in result.notes), result.notes
+    assert any(n.startswith("B: 0 modules identical to the base") for n in result.notes)
+
+
+def test_wrong_base_could_not_compare_with_relative_difference(tmp_path: Path, lora_a: dict) -> None:
+    base_x = save_base(tmp_path / "x.safetensors", seed=99)
+    save_base(tmp_path / "y.safetensors", seed=123)  # same architecture, independent weights
+    merged = merge_into(base_x, lora_a, 1.0, tmp_path / "merged.safetensors")
+    expected = _relative_difference(merged, tmp_path / "y.safetensors")
+    assert expected > 1.0  # two independent weight sets of equal scale: about √2
+    with pytest.raises(FingerprintError, match="base y does not look like this model's base") as info:
+        fingerprint_file(merged, base=tmp_path / "y.safetensors", base_name="y")
+    assert f"relative difference {expected:.3g}" in str(info.value)
+    a = str(save_lora(lora_a, tmp_path / "a.safetensors"))
+    result = compare_files(a, str(merged), base=str(tmp_path / "y.safetensors"), base_name="y")
+    assert result.verdict == COULD_NOT and "does not look like this model's base" in result.reason
+    # the right base still works
+    assert compare_files(a, str(merged), base=str(tmp_path / "x.safetensors"), base_name="x").verdict == CONTAINS
+
+
+def test_stored_far_fingerprint_is_refused_by_compare(tmp_path: Path, lora_a: dict) -> None:
+    base = save_base(tmp_path / "x.safetensors")
+    merged = merge_into(base, lora_a, 1.0, tmp_path / "merged.safetensors")
+    ckpt = fingerprint_file(merged, base=tmp_path / "x.safetensors", base_name="x")
+    ckpt.relative_difference = 0.9  # e.g. built by an older version without the check
+    result = compare(fp(tmp_path, lora_a, "a.safetensors"), ckpt)
+    assert result.verdict == COULD_NOT and "base x does not look like this model's base (relative difference 0.9" in result.reason
+
+
+def test_component_from_another_base_is_left_out(tmp_path: Path, lora_a: dict) -> None:
+    base_x = save_base(tmp_path / "x.safetensors", seed=99)
+    base_y = save_base(tmp_path / "y.safetensors", seed=123)
+    merged = merge_into(base_x, lora_a, 1.0, tmp_path / "m.safetensors")
+    from safetensors.numpy import load_file
+
+    mixed = load_file(str(merged))
+    for key in mixed:
+        if key.startswith("cond_stage_model."):  # its text encoder swapped for another model's
+            mixed[key] = base_y[key]
+    save_file(mixed, str(tmp_path / "mixed.safetensors"))
+    ckpt = fingerprint_file(tmp_path / "mixed.safetensors", base=tmp_path / "x.safetensors", base_name="x")
+    assert not any(n.startswith("te1_") for n in ckpt.names)
+    assert any(n.startswith("not compared: te1 (relative difference") for n in ckpt.notes), ckpt.notes
+    result = compare(fp(tmp_path, lora_a, "a.safetensors"), ckpt)
+    assert result.verdict == CONTAINS and abs(result.coefficient - 1) < 0.05
+    unet_modules = sum(not m.startswith("text_encoder:") for m in lora_a)
+    assert result.common_modules == unet_modules
+
+
+def test_cli_wrong_auto_chosen_base_says_so(tmp_path: Path, lora_a: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    db = str(tmp_path / "c.db")
+    base_x = save_base(tmp_path / "x.safetensors", seed=99)
+    save_base(tmp_path / "y.safetensors", seed=123)
+    merged = merge_into(base_x, lora_a, 1.0, tmp_path / "merged.safetensors")
+    a = save_lora(lora_a, tmp_path / "a.safetensors")
+    expected = _relative_difference(merged, tmp_path / "y.safetensors")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", db, "base", "add", "y", str(tmp_path / "y.safetensors")]).exit_code == 0
+    out = runner.invoke(cli, ["--db", db, "compare", str(a), str(merged)])
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("could not compare: B (")
+    assert "base y does not look like this model's base" in out.output and f"relative difference {expected:.3g}" in out.output
+    assert "base y chosen: the only registered" in out.output
+    out = runner.invoke(cli, ["--db", db, "compare", str(a), str(merged), "--json"])
+    result = json.loads(out.output)
+    assert out.exit_code == 2 and result["verdict"] == COULD_NOT and "does not look like" in result["reason"]
+    # with its real base registered too (and named), the notes reach the output
+    assert runner.invoke(cli, ["--db", db, "base", "add", "x", str(tmp_path / "x.safetensors")]).exit_code == 0
+    out = runner.invoke(cli, ["--db", db, "compare", str(a), str(merged), "--base", "x"])
+    assert out.exit_code == 0 and out.output.startswith("contains")
+    assert "note: B: relative difference from base x" in out.output
+    out = runner.invoke(cli, ["--db", db, "compare", str(a), str(merged), "--base", "x", "--json"])
+    assert any(n.startswith("B: relative difference from base x") for n in json.loads(out.output)["notes"])
+
+
+# --- kohya alpha = 0 (G5), argument order (G6) --------------------------------------------------------
+
+
+def test_kohya_alpha_zero_means_alpha_equals_rank(tmp_path: Path, lora_a: dict) -> None:
+    first = next(iter(lora_a))
+    assert lora_a[first][2] == RANK  # the fixture's alpha is the rank
+    zeroed = {m: (u, d, 0.0 if m == first else a) for m, (u, d, a) in lora_a.items()}
+    b = fp(tmp_path, zeroed, "zero_alpha.safetensors")
+    result = compare(fp(tmp_path, lora_a, "a.safetensors"), b)
+    assert result.verdict == SAME and result.identity > 0.9999 and abs(result.norm_ratio - 1) < 1e-4
+    assert any("alpha 0: read as alpha = rank" in n for n in b.notes)
+
+
+def test_checkpoint_then_lora_is_oriented(tmp_path: Path, lora_a: dict) -> None:
+    base = save_base(tmp_path / "base.safetensors")
+    merged = merge_into(base, lora_a, 0.6, tmp_path / "merged.safetensors")
+    lora = fp(tmp_path, lora_a, "a.safetensors")
+    ckpt = fingerprint_file(merged, base=tmp_path / "base.safetensors", base_name="b")
+    forward, backward = compare(lora, ckpt), compare(ckpt, lora)
+    assert forward.verdict == backward.verdict == CONTAINS
+    assert not forward.swapped and backward.swapped and backward.reason.startswith("A contains B")
+    assert abs(backward.coefficient - 0.6) < 0.05 and backward.identity == pytest.approx(forward.identity)
+
+    db = str(tmp_path / "c.db")
+    runner = CliRunner()
+    runner.invoke(cli, ["--db", db, "base", "add", "b", str(tmp_path / "base.safetensors")])
+    a = str(tmp_path / "a.safetensors")
+    out = runner.invoke(cli, ["--db", db, "compare", a, str(merged), "--base", "b"])
+    assert out.exit_code == 0 and out.output.startswith("contains: A's delta is in B's difference"), out.output
+    out = runner.invoke(cli, ["--db", db, "compare", str(merged), a, "--base", "b"])
+    assert out.exit_code == 0 and out.output.startswith("contains: A contains B: B's delta is in A's difference"), out.output
+    assert "of B's modules in A" in out.output
+    out = runner.invoke(cli, ["--db", db, "compare", str(merged), a, "--base", "b", "--json"])
+    result = json.loads(out.output)
+    assert result["verdict"] == "contains" and result["swapped"] is True
+
+
+# --- PEFT alpha sources (G4): adapter_config.json, rsLoRA, alpha_pattern ------------------------------------
+
+
+def _peft_adapter(folder: Path, lora: dict, config: dict) -> Path:
+    """A PEFT UNet adapter as PeftModel.save_pretrained writes it: base_model.model.<module> keys,
+    alpha only in adapter_config.json beside it."""
+    folder.mkdir()
+    tensors = {}
+    for module, (up, down, _alpha) in lora.items():
+        up, down = _shapes(module, up, down)
+        path = module.split(":", 1)[-1]  # a text-encoder adapter holds bare CLIP module paths
+        tensors[f"base_model.model.{path}.lora_A.weight"] = down
+        tensors[f"base_model.model.{path}.lora_B.weight"] = up
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": RANK, **config}))
+    return folder / "adapter_model.safetensors"
+
+
+@pytest.fixture
+def unet_lora(lora_a: dict) -> dict:
+    return {m: v for m, v in lora_a.items() if not m.startswith("text_encoder:")}
+
+
+def test_adapter_config_sidecar_alpha(tmp_path: Path, unet_lora: dict) -> None:
+    peft = fingerprint_file(_peft_adapter(tmp_path / "peft", unet_lora, {"lora_alpha": 4}))
+    as_rank = fp(tmp_path, unet_lora, "rank.safetensors")  # alpha = rank: scale 1
+    same_alpha = fp(tmp_path, {m: (u, d, 4.0) for m, (u, d, _a) in unet_lora.items()}, "four.safetensors")
+    assert peft.names == as_rank.names and not any("assumed alpha" in n for n in peft.notes)
+    result = compare(same_alpha, peft)
+    assert result.verdict == SAME and abs(result.norm_ratio - 1) < 1e-4
+    result = compare(as_rank, peft)
+    assert result.verdict == SAME and abs(result.coefficient - 4 / RANK) < 1e-3  # scale lora_alpha / r
+
+
+def test_rslora_scale_is_alpha_over_sqrt_rank(tmp_path: Path, unet_lora: dict) -> None:
+    peft = fingerprint_file(_peft_adapter(tmp_path / "peft", unet_lora, {"lora_alpha": 16, "use_rslora": True}))
+    as_rank = fp(tmp_path, unet_lora, "rank.safetensors")
+    result = compare(as_rank, peft)
+    assert result.verdict == SAME and abs(result.coefficient - 16 / np.sqrt(RANK)) < 1e-3
+    kohya_equivalent = {m: (u, d, 16 / np.sqrt(RANK) * RANK) for m, (u, d, _a) in unet_lora.items()}
+    assert abs(compare(fp(tmp_path, kohya_equivalent, "k.safetensors"), peft).norm_ratio - 1) < 1e-4
+
+
+def test_alpha_pattern_overrides_per_module(tmp_path: Path, unet_lora: dict) -> None:
+    config = {"lora_alpha": RANK, "alpha_pattern": {"attn1.to_q": 2}}
+    peft = fingerprint_file(_peft_adapter(tmp_path / "peft", unet_lora, config))
+    as_rank = fp(tmp_path, unet_lora, "rank.safetensors")
+    hit = [i for i, n in enumerate(as_rank.names) if n.endswith("attn1_to_q")]
+    assert len(hit) == 2  # two attn1.to_q modules in MODULES; attn2.to_q does not match the pattern
+    for i in range(len(as_rank.names)):
+        expected = 2 / RANK if i in hit else 1.0
+        np.testing.assert_allclose(peft.sketches[i], expected * as_rank.sketches[i], rtol=1e-4, atol=1e-9)
+    kohya_same = {m: (u, d, 2.0 if m.endswith("attn1.to_q") else float(RANK)) for m, (u, d, _a) in unet_lora.items()}
+    result = compare(fp(tmp_path, kohya_same, "k.safetensors"), peft)
+    assert result.verdict == SAME and abs(result.norm_ratio - 1) < 1e-4
+
+
+# --- SDXL end to end (G4): kohya sgm names, diffusers keys, an LDM checkpoint with OpenCLIP ---------------
+
+# (kohya sgm module, diffusers module, LDM checkpoint tensor or (in_proj tensor, q/k/v index), out, in, kernel)
+_TE2 = "conditioner.embedders.1.model.transformer.resblocks"
+SDXL = [
+    ("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q", "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+     "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight", 32, 32, 1),
+    ("lora_unet_input_blocks_5_1_transformer_blocks_1_attn2_to_k", "unet.down_blocks.1.attentions.1.transformer_blocks.1.attn2.to_k",
+     "model.diffusion_model.input_blocks.5.1.transformer_blocks.1.attn2.to_k.weight", 32, 64, 1),
+    ("lora_unet_input_blocks_8_1_proj_in", "unet.down_blocks.2.attentions.1.proj_in", "model.diffusion_model.input_blocks.8.1.proj_in.weight", 48, 48, 1),
+    ("lora_unet_middle_block_1_transformer_blocks_3_ff_net_2", "unet.mid_block.attentions.0.transformer_blocks.3.ff.net.2",
+     "model.diffusion_model.middle_block.1.transformer_blocks.3.ff.net.2.weight", 48, 96, 1),
+    ("lora_unet_output_blocks_0_1_transformer_blocks_9_attn1_to_v", "unet.up_blocks.0.attentions.0.transformer_blocks.9.attn1.to_v",
+     "model.diffusion_model.output_blocks.0.1.transformer_blocks.9.attn1.to_v.weight", 48, 48, 1),
+    ("lora_unet_output_blocks_5_1_proj_out", "unet.up_blocks.1.attentions.2.proj_out", "model.diffusion_model.output_blocks.5.1.proj_out.weight", 32, 32, 1),
+    ("lora_unet_output_blocks_2_2_conv", "unet.up_blocks.0.upsamplers.0.conv", "model.diffusion_model.output_blocks.2.2.conv.weight", 48, 48, 3),
+    ("lora_unet_input_blocks_1_0_in_layers_2", "unet.down_blocks.0.resnets.0.conv1", "model.diffusion_model.input_blocks.1.0.in_layers.2.weight", 16, 16, 3),
+    ("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", "text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
+     "conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight", 24, 24, 1),
+    ("lora_te1_text_model_encoder_layers_1_mlp_fc1", "text_encoder.text_model.encoder.layers.1.mlp.fc1",
+     "conditioner.embedders.0.transformer.text_model.encoder.layers.1.mlp.fc1.weight", 48, 24, 1),
+    ("lora_te2_text_model_encoder_layers_0_self_attn_q_proj", "text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj",
+     (f"{_TE2}.0.attn.in_proj_weight", 0), 40, 40, 1),
+    ("lora_te2_text_model_encoder_layers_0_self_attn_k_proj", "text_encoder_2.text_model.encoder.layers.0.self_attn.k_proj",
+     (f"{_TE2}.0.attn.in_proj_weight", 1), 40, 40, 1),
+    ("lora_te2_text_model_encoder_layers_0_self_attn_v_proj", "text_encoder_2.text_model.encoder.layers.0.self_attn.v_proj",
+     (f"{_TE2}.0.attn.in_proj_weight", 2), 40, 40, 1),
+    ("lora_te2_text_model_encoder_layers_1_self_attn_out_proj", "text_encoder_2.text_model.encoder.layers.1.self_attn.out_proj",
+     f"{_TE2}.1.attn.out_proj.weight", 40, 40, 1),
+    ("lora_te2_text_model_encoder_layers_1_mlp_fc1", "text_encoder_2.text_model.encoder.layers.1.mlp.fc1", f"{_TE2}.1.mlp.c_fc.weight", 80, 40, 1),
+]  # fmt: skip
+
+
+def _sdxl_lora(seed: int, rank: int = 4) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return {i: ((rng.standard_normal((out, rank)) * 0.01 * 0.7 ** np.arange(rank)).astype(np.float32),
+                (rng.standard_normal((rank, inp * k * k)) / np.sqrt(inp)).astype(np.float32))
+            for i, (_k, _d, _c, out, inp, k) in enumerate(SDXL)}  # fmt: skip
+
+
+def _save_sdxl_lora(lora: dict, path: Path, fmt: str) -> Path:
+    tensors = {}
+    for i, (up, down) in lora.items():
+        kohya, diffusers, _ckpt, out, inp, k = SDXL[i]
+        rank = down.shape[0]
+        if k != 1:
+            up, down = up.reshape(out, rank, 1, 1), down.reshape(rank, inp, k, k)
+        if fmt == "kohya":
+            tensors |= {f"{kohya}.lora_down.weight": down, f"{kohya}.lora_up.weight": up, f"{kohya}.alpha": np.array(rank, np.float32)}
+        else:
+            tensors |= {f"{diffusers}.lora_A.weight": down, f"{diffusers}.lora_B.weight": up}
+    save_file(tensors, str(path))
+    return path
+
+
+def _sdxl_checkpoint(path: Path, seed: int, lora: dict | None = None, ratio: float = 1.0) -> None:
+    """An SDXL LDM checkpoint with the touched matrices (OpenCLIP q/k/v stacked in in_proj_weight),
+    the LoRA merged in as kohya merge_lora does (W += ratio·up@down·alpha/rank, alpha = rank), fp16."""
+    rng = np.random.default_rng(seed)
+    weights: dict[str, np.ndarray] = {}
+    for i, (_kohya, _diff, ckpt, out, inp, k) in enumerate(SDXL):
+        name, row = (ckpt, None) if isinstance(ckpt, str) else ckpt
+        shape = (3 * out, inp) if row is not None else ((out, inp) if k == 1 else (out, inp, k, k))
+        if name not in weights:
+            weights[name] = rng.standard_normal(shape) * 0.05
+        if lora is not None:
+            up, down = lora[i]
+            d = ratio * (up.astype(np.float64) @ down.astype(np.float64))
+            if row is None:
+                weights[name] += d.reshape(weights[name].shape)
+            else:
+                weights[name][row * out : (row + 1) * out] += d
+    weights["conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_bias"] = np.zeros(120)
+    save_file({n: v.astype(np.float16) for n, v in weights.items()}, str(path))
+
+
+def test_openclip_in_proj_splits_into_q_k_v() -> None:
+    parts = canonical(f"{_TE2}.3.attn.in_proj", 3 * 16)
+    assert [(p.name, p.rows) for p in parts] == [
+        ("te2_encoder_layers_3_self_attn_q_proj", (0, 16)), ("te2_encoder_layers_3_self_attn_k_proj", (16, 32)),
+        ("te2_encoder_layers_3_self_attn_v_proj", (32, 48)),
+    ]  # fmt: skip
+
+
+def test_sdxl_kohya_sgm_lora_equals_diffusers_lora_and_is_found_in_a_checkpoint(tmp_path: Path) -> None:
+    lora = _sdxl_lora(3)
+    kohya = fingerprint_file(_save_sdxl_lora(lora, tmp_path / "k.safetensors", "kohya"))
+    diffusers = fingerprint_file(_save_sdxl_lora(lora, tmp_path / "d.safetensors", "diffusers"))
+    assert kohya.family == diffusers.family == "sdxl" and kohya.module_count == len(SDXL)
+    assert kohya.names == diffusers.names
+    result = compare(kohya, diffusers)
+    assert result.verdict == SAME and result.identity > 0.9999 and result.common_modules == len(SDXL)
+
+    _sdxl_checkpoint(tmp_path / "base.safetensors", seed=7)
+    _sdxl_checkpoint(tmp_path / "merged.safetensors", seed=7, lora=lora, ratio=0.8)
+    ckpt = fingerprint_file(tmp_path / "merged.safetensors", base=tmp_path / "base.safetensors", base_name="sdxl-tiny")
+    assert ckpt.family == "sdxl" and set(kohya.names) == set(ckpt.names)  # in_proj became q/k/v
+    for lora_fp in (kohya, diffusers):
+        result = compare(lora_fp, ckpt)
+        assert result.verdict == CONTAINS and abs(result.coefficient - 0.8) < 0.05 and result.coverage == 1.0, result.reason
+    other = fingerprint_file(_save_sdxl_lora(_sdxl_lora(4), tmp_path / "o.safetensors", "kohya"))
+    assert compare(other, ckpt).verdict == UNRELATED
+
+
+def test_peft_adapters_per_component_join_into_one_model(tmp_path: Path, lora_a: dict) -> None:
+    from consentry.fingerprints import join_fingerprints
+
+    unet = {m: v for m, v in lora_a.items() if not m.startswith("text_encoder:")}
+    te = {m: v for m, v in lora_a.items() if m.startswith("text_encoder:")}
+    (tmp_path / "peft").mkdir()
+    parts = [fingerprint_file(_peft_adapter(tmp_path / "peft" / name, lora, {"lora_alpha": RANK})) for name, lora in (("unet", unet), ("text_encoder", te))]
+    joined = join_fingerprints(parts)
+    original = fp(tmp_path, lora_a, "a.safetensors")
+    assert joined.names == original.names
+    result = compare(original, joined)
+    assert result.verdict == SAME and result.coverage == 1.0 and abs(result.norm_ratio - 1) < 1e-4
+    with pytest.raises(FingerprintError, match="appears twice"):
+        join_fingerprints([parts[0], parts[0]])
+
+
+def test_index_is_viewed_when_current_and_updated_when_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consentry.fingerprints import index as fp_index
+    from consentry.fingerprints.index import cache_path, index_for_store, nearest
+    from consentry.fingerprints.stored import put_fingerprint
+    from consentry.store import Store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    prints = [fp(tmp_path, make_lora(300 + i), f"{i}.safetensors") for i in range(4)]
+    with Store.open(tmp_path / "db.sqlite") as store:
+        ids = [put_fingerprint(store, p, f"key{i}", sha256=None) for i, p in enumerate(prints[:3])]
+        first = index_for_store(store)  # built from the store, saved to the cache
+        assert len(first) == 3 and cache_path(store.path).is_file()
+        assert index_for_store(store) is first  # kept open in this process
+        fp_index._OPENED.clear()  # a new process: the current cache is memory-mapped, not rebuilt
+        viewed = index_for_store(store)
+        assert viewed is not first and len(viewed) == 3
+        assert nearest(store, prints[1], top=1)[0]["path"] == "key1"
+        ids.append(put_fingerprint(store, prints[3], "key3", sha256=None))  # a new row: the view is stale
+        updated = index_for_store(store)
+        assert updated is not viewed and len(updated) == 4
+        rows = nearest(store, prints[3], top=1)
+        assert rows[0]["path"] == "key3" and rows[0]["verdict"] == SAME
+    assert json.loads(cache_path(store.path).with_suffix(".json").read_text())["max_id"] == max(ids)

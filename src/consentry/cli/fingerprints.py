@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from consentry.cli._output import emit_json
 from consentry.errors import ConsentryError
-from consentry.fingerprints import COULD_NOT, Comparison, Fingerprint, FingerprintError, compare, fingerprint_manifest
-from consentry.fingerprints.build import _FULL_KINDS
-from consentry.fingerprints.compare import could_not_compare
-from consentry.fingerprints.model import KIND_DELTA, KIND_LORA
-from consentry.formats import read_manifest
-from consentry.inspection.architecture import recognise
-from consentry.fingerprints.stored import compute_fingerprint as compute, save_fingerprint as save
 from consentry.store import Store
+
+# consentry.fingerprints (numpy) and its index (usearch) are imported inside the commands, so the
+# other commands do not load them.
+if TYPE_CHECKING:
+    from consentry.fingerprints import Comparison, Fingerprint
 
 _path = click.Path(exists=True, path_type=Path)
 _base_option = click.option("--base", "base_name", metavar="NAME", help="Registered base model (`consentry base add`) for full checkpoints.")
@@ -35,6 +34,8 @@ def fingerprint_cmd(ctx: click.Context, file: Path, base_name: str | None, as_js
     Example:
       consentry fingerprint mira_castellan_v2.safetensors --json
     """
+    from consentry.fingerprints.stored import compute_fingerprint as compute, save_fingerprint as save
+
     with Store.open(ctx.obj.get("db")) as store:
         fp = compute(store, file, base_name)
         summary = {"path": str(file), **fp.summary()}
@@ -67,6 +68,10 @@ def compare_cmd(ctx: click.Context, a: Path, b: Path, base_name: str | None, as_
     Example:
       consentry compare banned_lora.safetensors suspect_checkpoint.safetensors --base sd15
     """
+    from consentry.fingerprints import COULD_NOT, compare
+    from consentry.fingerprints.compare import could_not_compare
+    from consentry.fingerprints.stored import compute_fingerprint as compute
+
     with Store.open(ctx.obj.get("db")) as store:
         prints: list[Fingerprint] = []
         result: Comparison | None = None
@@ -87,19 +92,24 @@ def compare_cmd(ctx: click.Context, a: Path, b: Path, base_name: str | None, as_
 
 
 def _print_comparison(r: Comparison) -> None:
+    from consentry.fingerprints import COULD_NOT
+
     click.echo(f"{r.verdict}: {r.reason}")
     if r.verdict == COULD_NOT:
+        for note in r.notes:
+            click.echo(f"  note: {note}")
         return
     t = r.thresholds
     click.echo(f"  identity     {r.identity:.4f}   (same >= {t['same']}, derived >= {t['derived']}, any verdict >= {t['detect']})")
     click.echo(f"  containment  {r.containment:.4f}   (contains >= {t['contains']})")
-    click.echo(f"  coefficient  {r.coefficient:.4f}   (norm ratio B/A {r.norm_ratio:.4f})")
-    click.echo(f"  coverage     {r.coverage:.1%} of A's modules in B ({r.common_modules}/{r.a_modules}), "
+    first, second = ("B", "A") if r.swapped else ("A", "B")  # swapped: the scores are of B (the LoRA) within A
+    click.echo(f"  coefficient  {r.coefficient:.4f}   (norm ratio {second}/{first} {r.norm_ratio:.4f})")
+    click.echo(f"  coverage     {r.coverage:.1%} of {first}'s modules in {second} ({r.common_modules}/{r.a_modules}), "
                f"{r.energy_coverage:.1%} of its delta  (same needs >= {t['full_coverage']:.0%})")  # fmt: skip
     for title, rows in (("agree most", r.agree_most), ("agree least", r.agree_least)):
         click.echo(f"  {title}:")
         for row in rows:
-            click.echo(f"    {row['cosine']:+.3f}  {row['module']}  ({row['share_of_a']:.1%} of A)")
+            click.echo(f"    {row['cosine']:+.3f}  {row['module']}  ({row['share_of_a']:.1%} of {first})")
     for note in r.notes:
         click.echo(f"  note: {note}")
 
@@ -115,25 +125,12 @@ def similar_cmd(ctx: click.Context, file: Path, base_name: str | None, top: int,
 
     A nearest-neighbour index shortlists candidates; each is then compared from its stored sketches.
     """
-    from consentry.fingerprints.index import index_for_store, search
+    from consentry.fingerprints.index import nearest
+    from consentry.fingerprints.stored import compute_fingerprint as compute
 
     with Store.open(ctx.obj.get("db")) as store:
         query = compute(store, file, base_name)
-        index = index_for_store(store)
-        rows = []
-        for key, similarity in search(index, query.vector(), top * 3):
-            found = store.fingerprints.get(key)
-            if found is None:
-                continue  # replaced since the index was built
-            meta, blob = found
-            stored = Fingerprint.from_bytes(blob, source=meta.path)
-            a, b = (stored, query) if query.kind == KIND_DELTA and stored.kind == KIND_LORA else (query, stored)
-            result = compare(a, b)
-            rows.append({"path": meta.path, "similarity": round(similarity, 4), "verdict": result.verdict,
-                         "identity": result.identity, "containment": result.containment,
-                         "coefficient": result.coefficient, "coverage": result.coverage, "reason": result.reason})  # fmt: skip
-            if len(rows) == top:
-                break
+        rows = nearest(store, query, top)
     for row in rows:
         if as_json:
             emit_json(row)
@@ -155,17 +152,10 @@ def base_group() -> None:
 @click.pass_context
 def base_add_cmd(ctx: click.Context, name: str, checkpoint: Path) -> None:
     """Register CHECKPOINT as base model NAME. Register it in the precision it is distributed in."""
-    from consentry.identity.identify import identify
+    from consentry.fingerprints.stored import register_base
 
-    manifest = read_manifest(checkpoint)
-    arch = recognise(manifest.tensors)
-    if arch.kind not in _FULL_KINDS:
-        raise FingerprintError(f"{checkpoint}: {arch.label()} is not a full model; a base must be a checkpoint")
-    ident = identify(checkpoint)
-    hashes = ident.hashes.as_dict() if ident.hashes else {}
     with Store.open(ctx.obj.get("db")) as store:
-        store.fingerprints.add_base(name=name, path=str(checkpoint.resolve()), sha256=hashes.get("sha256"),
-                                    content_hash=ident.content_hash, family=arch.family)  # fmt: skip
+        arch = register_base(store, name, checkpoint)
     click.echo(f"base {name}: {checkpoint} ({arch.label()})")
 
 

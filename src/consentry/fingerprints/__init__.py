@@ -10,11 +10,12 @@ from consentry.fingerprints.compare import (
     COULD_NOT, CONTAINS, DEFAULT_THRESHOLDS, DERIVED, SAME, UNRELATED, Comparison, Thresholds, compare,
 )  # fmt: skip
 from consentry.fingerprints.errors import FingerprintError
-from consentry.fingerprints.model import Fingerprint
+from consentry.fingerprints.model import Fingerprint, join_fingerprints
 
 __all__ = [
     "COULD_NOT", "CONTAINS", "DEFAULT_THRESHOLDS", "DERIVED", "SAME", "UNRELATED", "Comparison", "Fingerprint",
     "FingerprintError", "Thresholds", "compare", "compare_files", "fingerprint_file", "fingerprint_manifest",
+    "join_fingerprints",
 ]  # fmt: skip
 
 

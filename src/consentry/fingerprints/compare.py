@@ -9,6 +9,10 @@ Scores (all over the modules both models have, computed from sketches only):
 * coefficient — least-squares c in ΔB ≈ c·ΔA along those directions: the merge weight (kohya's
   default up/down merge gives ratio², an alpha rescale gives the scale factor).
 * coverage — share of A's modules present in B (``energy_coverage``: share of A's ‖ΔW‖²).
+
+A checkpoint given as A and a LoRA as B is compared the other way round (is the LoRA merged into
+the checkpoint?): ``swapped`` is then true, the scores are of B against A, and a ``contains``
+verdict reads "A contains B". Notes of both fingerprints are carried into the comparison.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from consentry.fingerprints.model import KIND_DELTA, KIND_LORA, Fingerprint
+from consentry.fingerprints.model import BASE_DIFFERENCE_LIMIT, KIND_DELTA, KIND_LORA, Fingerprint
 from consentry.fingerprints.sketch import SKETCH_SIDE
 
 SAME, DERIVED, CONTAINS, UNRELATED, COULD_NOT = "same", "derived", "contains", "unrelated", "could not compare"
@@ -57,6 +61,7 @@ class Comparison:
     agree_most: list[dict[str, Any]] = field(default_factory=list)
     agree_least: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    swapped: bool = False  # A was a checkpoint and B a LoRA: scores are of B (the LoRA) within A
 
     @property
     def related(self) -> bool:
@@ -73,30 +78,48 @@ def could_not_compare(reason: str, **extra: Any) -> Comparison:
 def compare(a: Fingerprint, b: Fingerprint, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Comparison:
     """Is B a copy or derivative of A, or is A merged into B? Never a silent "unrelated": anything
     that prevents a comparison gives verdict ``could not compare`` with the reason."""
-    counts = {"a_modules": a.module_count, "b_modules": b.module_count}
+    if a.kind == KIND_DELTA and b.kind == KIND_LORA:  # "does this checkpoint contain that LoRA?", asked backwards
+        result = _compare(b, a, thresholds, labels=("B", "A"))
+        result.swapped = True
+        result.notes.insert(0, "A is a checkpoint and B a LoRA: compared as whether B is merged into A "
+                               "(scores, coverage and module counts are of B against A)")  # fmt: skip
+        if result.verdict == CONTAINS:
+            result.reason = "A contains B: " + result.reason
+        return result
+    return _compare(a, b, thresholds, labels=("A", "B"))
+
+
+def _compare(a: Fingerprint, b: Fingerprint, thresholds: Thresholds, labels: tuple[str, str]) -> Comparison:
+    la, lb = labels
+    notes = [f"{label}: {note}" for label, fp in ((la, a), (lb, b)) for note in fp.notes]
+    counts = {"a_modules": a.module_count, "b_modules": b.module_count, "notes": notes}
     if a.version != b.version:
         return could_not_compare(f"fingerprint versions differ (v{a.version} vs v{b.version}): recompute one", **counts)
+    for label, fp in ((la, a), (lb, b)):
+        if fp.kind == KIND_DELTA and fp.relative_difference is not None and not fp.relative_difference <= BASE_DIFFERENCE_LIMIT:
+            return could_not_compare(f"{label}: base {fp.base} does not look like this model's base "
+                                     f"(relative difference {fp.relative_difference:.3g} > {BASE_DIFFERENCE_LIMIT})", **counts)  # fmt: skip
     if a.family and b.family and a.family != b.family:
-        return could_not_compare(f"different architectures: A is {a.family}, B is {b.family}", **counts)
+        return could_not_compare(f"different architectures: {la} is {a.family}, {lb} is {b.family}", **counts)
     b_index = b.index_of()
     pairs = [(i, b_index[name]) for i, name in enumerate(a.names) if name in b_index]
     if not pairs:
-        return could_not_compare(f"no module in common (A: {_components(a)}; B: {_components(b)})", **counts)
-    ok = [(i, j) for i, j in pairs if tuple(a.shapes[i]) == tuple(b.shapes[j])]
-    notes = []
-    if len(ok) < len(pairs):
-        i, j = next(p for p in pairs if p not in ok)
-        notes.append(f"{len(pairs) - len(ok)} shared modules differ in shape, e.g. {a.names[i]} {tuple(a.shapes[i])} vs {tuple(b.shapes[j])}")
-    if not ok:
-        return could_not_compare(f"every shared module differs in shape ({notes[0]})", **counts)
-    ia, ib = np.array([p[0] for p in ok]), np.array([p[1] for p in ok])
+        return could_not_compare(f"no module in common ({la}: {_components(a)}; {lb}: {_components(b)})", **counts)
+    pa, pb = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    fits = (a.shapes[pa] == b.shapes[pb]).all(axis=1)  # vectorised: `similar` compares one query with many
+    if not fits.all():
+        i, j = pa[~fits][0], pb[~fits][0]
+        notes.append(f"{int((~fits).sum())} shared modules differ in shape, e.g. {a.names[i]} {tuple(a.shapes[i])} vs {tuple(b.shapes[j])}")
+    if not fits.any():
+        return could_not_compare(f"every shared module differs in shape ({notes[-1]})", **counts)
+    ia, ib = pa[fits], pb[fits]
     sa, sb = a.sketches[ia].astype(np.float64), b.sketches[ib].astype(np.float64)
     na, nb = (sa * sa).sum(axis=(1, 2)), (sb * sb).sum(axis=(1, 2))
     total_a = float((a.sketches.astype(np.float64) ** 2).sum())
     if total_a == 0 or na.sum() == 0:
-        return could_not_compare("A has no weight delta in the shared modules (an untrained or all-zero LoRA?)", **counts)
+        return could_not_compare(f"{la} has no weight delta in the shared modules (an untrained or all-zero LoRA?)", **counts)
     if nb.sum() == 0:
-        return could_not_compare("B has no weight delta in the shared modules", **counts)
+        return could_not_compare(f"{lb} has no weight delta in the shared modules", **counts)
     dots = (sa * sb).sum(axis=(1, 2))
     identity = float(dots.sum() / np.sqrt(na.sum() * nb.sum()))
     sigma = float(np.sqrt((na * nb).sum()) / SKETCH_SIDE / np.sqrt(na.sum() * nb.sum()))
@@ -104,12 +127,12 @@ def compare(a: Fingerprint, b: Fingerprint, thresholds: Thresholds = DEFAULT_THR
     containment, coefficient = _containment(u[ia], s[ia], vt[ia], sb)
     result = Comparison(
         verdict=UNRELATED, reason="", identity=identity, containment=containment, coefficient=coefficient,
-        coverage=len(ok) / a.module_count, energy_coverage=float(na.sum() / total_a),
+        coverage=len(ia) / a.module_count, energy_coverage=float(na.sum() / total_a),
         norm_ratio=float(np.sqrt(nb.sum() / na.sum())), identity_z=identity / sigma if sigma else None,
-        common_modules=len(ok), thresholds=asdict(thresholds), notes=notes, **counts,
+        common_modules=len(ia), thresholds=asdict(thresholds), **counts,
     )  # fmt: skip
     _agreement(result, [a.names[i] for i in ia], dots, na, nb)
-    result.verdict, result.reason = _verdict(result, a, b, thresholds)
+    result.verdict, result.reason = _verdict(result, a, b, thresholds, labels)
     return result
 
 
@@ -127,21 +150,23 @@ def _containment(u: np.ndarray, s: np.ndarray, vt: np.ndarray, sb: np.ndarray) -
     return dot / np.sqrt(norm_a * norm_b), dot / norm_a
 
 
-def _verdict(r: Comparison, a: Fingerprint, b: Fingerprint, t: Thresholds) -> tuple[str, str]:
+def _verdict(r: Comparison, a: Fingerprint, b: Fingerprint, t: Thresholds, labels: tuple[str, str]) -> tuple[str, str]:
+    la, lb = labels
     ident, cont = r.identity or 0.0, r.containment or 0.0
     merged_into_model = b.kind == KIND_DELTA and a.kind == KIND_LORA
     if merged_into_model and ident >= t.detect and (cont >= t.contains or ident >= t.derived):
-        return CONTAINS, f"A's delta is in B's difference from its base with coefficient {r.coefficient:.3f}"
+        return CONTAINS, f"{la}'s delta is in {lb}'s difference from its base with coefficient {r.coefficient:.3f}"
     full = min(r.coverage or 0, r.energy_coverage or 0) >= t.full_coverage
     if ident >= t.same and full:
         scale = "" if abs((r.norm_ratio or 1) - 1) < 0.02 else f" (scaled by {r.norm_ratio:.3f}: alpha or strength changed)"
         return SAME, f"same weight delta{scale}"
     if ident >= t.same:
-        return DERIVED, f"same weights on the shared modules, but B has only {r.coverage:.0%} of A's modules ({r.energy_coverage:.0%} of its delta)"
+        return DERIVED, (f"same weights on the shared modules, but {lb} has only {r.coverage:.0%} of {la}'s modules "
+                         f"({r.energy_coverage:.0%} of its delta)")  # fmt: skip
     if ident >= t.derived:
-        return DERIVED, f"most of B's delta is A's (identity {ident:.3f} >= {t.derived}): resized, further trained or lightly merged"
+        return DERIVED, f"most of {lb}'s delta is {la}'s (identity {ident:.3f} >= {t.derived}): resized, further trained or lightly merged"
     if ident >= t.detect and cont >= t.contains:
-        return CONTAINS, f"A is a component of B (containment {cont:.3f} >= {t.contains}, coefficient {r.coefficient:.3f})"
+        return CONTAINS, f"{la} is a component of {lb} (containment {cont:.3f} >= {t.contains}, coefficient {r.coefficient:.3f})"
     return UNRELATED, f"identity {ident:.3f} < {t.detect} or containment {cont:.3f} < {t.contains}"
 
 

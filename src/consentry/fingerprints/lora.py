@@ -171,9 +171,13 @@ def _config_alpha(config: dict, raw_module: str) -> float | None:
 
 
 def module_scale(module: LoraModule, rank: int, alpha_value: float | None) -> float:
-    """alpha/rank (kohya, PEFT), alpha/√rank (rsLoRA), 1 when no alpha is known."""
+    """alpha/rank (kohya, PEFT), alpha/√rank (rsLoRA), 1 when no alpha is known.
+
+    An ``.alpha`` tensor of 0 means alpha = rank (scale 1): kohya sd-scripts' ``networks/lora.py``
+    sets ``alpha = self.lora_dim if alpha is None or alpha == 0``, so such files apply at full
+    strength. (A PEFT ``lora_alpha`` of 0 really is scale 0 in PEFT and stays so.)"""
     if alpha_value is not None:
-        return alpha_value / rank
+        return 1.0 if alpha_value == 0 else alpha_value / rank
     if module.scale is not None:
         return (-module.scale / math.sqrt(rank)) if module.scale < 0 else module.scale / rank
     return 1.0

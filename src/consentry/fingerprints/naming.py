@@ -75,6 +75,15 @@ def canonical(raw_module: str, out_features: int | None = None) -> list[Part]:
         else:
             return [Part(name)]
     name = name.replace("_processor_", "_").replace("_lora_linear_layer", "")
+    # Old diffusers attention-processor keys (``to_q_lora``, ``to_out_lora``; what diffusers'
+    # kohya reader ``lora_state_dict`` still emits): ``to_out`` is ``to_out.0`` in the UNet, and
+    # the text encoder's ``to_q``/``to_out`` are CLIP's ``q_proj``/``out_proj`` (diffusers'
+    # DIFFUSERS_OLD_TO_PEFT / UNET_TO_DIFFUSERS maps).
+    if name.startswith(("te1_", "te2_")):
+        name = re.sub(r"_self_attn_to_(q|k|v)$", r"_self_attn_\1_proj", name)
+        name = re.sub(r"_self_attn_to_out$", "_self_attn_out_proj", name)
+    else:
+        name = re.sub(r"_(attn\d?)_to_out$", r"_\1_to_out_0", name)
     if name.startswith(("te1_text_model_", "te2_text_model_")):  # transformers 5 drops `text_model.` in module paths
         name = name[:4] + name[len("te1_text_model_"):]
     if name.startswith("unet_"):

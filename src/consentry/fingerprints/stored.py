@@ -30,7 +30,12 @@ def compute_fingerprint(store, path: str | os.PathLike[str], base_name: str | No
             if base is None:
                 raise FingerprintError(f"no base model named {base_name!r} (see `consentry base list`)")
             base_manifest = read_manifest(base.path)
-    fp = fingerprint_manifest(manifest, base_manifest, base_name=base_name)
+    try:
+        fp = fingerprint_manifest(manifest, base_manifest, base_name=base_name)
+    except FingerprintError as exc:
+        if note:  # say that the base was picked automatically, not by the user
+            raise FingerprintError(f"{exc} ({note})") from exc
+        raise
     fp.source = str(path)
     if note:
         fp.notes.append(note)
@@ -63,3 +68,19 @@ def put_fingerprint(store, fp: Fingerprint, key: str, *, sha256: str | None, con
         path=key, sha256=sha256, content_hash=content_hash, kind=fp.kind, family=fp.family, key_format=fp.key_format,
         base_name=fp.base, module_count=fp.module_count, version=fp.version, sketch=fp.to_bytes(), vector=fp.vector(),
     )  # fmt: skip
+
+
+def register_base(store, name: str, path: str | os.PathLike[str]):
+    """Register a full checkpoint as base model ``name`` (what checkpoints are measured against).
+    Register it in the precision it is distributed in."""
+    from consentry.identity.identify import identify
+
+    manifest = read_manifest(path)
+    arch = recognise(manifest.tensors)
+    if arch.kind not in _FULL_KINDS:
+        raise FingerprintError(f"{path}: {arch.label()} is not a full model; a base must be a checkpoint")
+    ident = identify(path)
+    hashes = ident.hashes.as_dict() if ident.hashes else {}
+    store.fingerprints.add_base(name=name, path=str(Path(path).resolve()), sha256=hashes.get("sha256"),
+                                content_hash=ident.content_hash, family=arch.family)  # fmt: skip
+    return arch
