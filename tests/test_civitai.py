@@ -5,6 +5,8 @@ Nothing in the code under test is mocked; faults are injected by the fake server
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -197,3 +199,74 @@ def _stored_models(db: Path) -> int:
         return 0
     finally:
         conn.close()
+
+
+def test_images_feed_with_meta_linked_to_stored_models(world, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    with fake_civitai(world) as hub:
+        crawl(hub.url, db)  # the models (and their previews, without generation metadata)
+        report = crawl(hub.url, db, feed="images", limit=50)
+    # the feed shows every public image of every model still up, also of models /models hides (poi, unrated)
+    public = [(m, v, i) for m in world.models.values() if m["id"] not in world.deleted for v in m["modelVersions"]
+              for i in v["images"] if not i["poi"] and not i["minor"]]  # fmt: skip
+    listed = {m["id"] for m in world.listed()}
+    assert report.finished and report.images == len(public) and report.models == 0
+    with Store.open(db) as store:
+        assert store.hubs.count("hub_images") == len(public)  # the previews were the same images: merged, not doubled
+        for m, v, i in public:
+            row = store.hubs.get("hub_images", "civitai", i["id"])
+            assert row["meta"] == i["meta"] and row["nsfw_level"] == i["nsfwLevel"]
+            # linked to its model when that model's version was stored (unlisted models' images stay unlinked)
+            expected = (str(m["id"]), str(v["id"])) if m["id"] in listed else (None, str(v["id"]))
+            assert (row["model_remote_id"], row["version_remote_id"]) == expected
+    with fake_civitai(world) as hub:  # a later models crawl (previews carry no meta) keeps the feed's meta
+        crawl(hub.url, db)
+    with Store.open(db) as store:
+        m, v, i = next(x for x in public if x[2]["meta"])
+        assert store.hubs.get("hub_images", "civitai", i["id"])["meta"] == i["meta"]
+
+
+def test_images_feed_since_stops_at_older_images(tmp_path: Path) -> None:
+    world = civitai_world(seed=9, n_models=15)
+    images = sorted((i for m in world.models.values() if m["id"] not in world.deleted for v in m["modelVersions"]
+                     for i in v["images"] if not i["poi"] and not i["minor"]), key=lambda i: i["createdAt"], reverse=True)  # fmt: skip
+    since = images[9]["createdAt"][:19]
+    with fake_civitai(world) as hub:
+        report = crawl(hub.url, tmp_path / "c.db", feed="images", limit=4, since=since)
+    assert report.finished and report.images == sum(1 for i in images if i["createdAt"][:19] >= since)
+
+
+def test_fingerprints_range_read_the_model_files(tmp_path: Path) -> None:
+    """Files behind the download URL are read by ranges: header, the full AutoV3 and content hash
+    (checked with hashlib / an independent read here), and a weight fingerprint; files the hub
+    cannot serve are recorded with the reason, and the crawl carries on."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from consentry.formats import read_manifest
+    from consentry.identity.identify import identify
+
+    world = civitai_world(seed=2, n_models=12)
+    model = next(m for m in world.listed() if m["type"] == "LORA")
+    path = tmp_path / "lora.safetensors"
+    rng = np.random.default_rng(0)
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": rng.standard_normal((4, 320)).astype(np.float16),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": rng.standard_normal((320, 4)).astype(np.float16),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": np.array(4.0, dtype=np.float32)},
+              str(path), metadata={"ss_output_name": "someone"})  # fmt: skip
+    f = world.attach_file(model["id"], path)
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    db = tmp_path / "c.db"
+    with fake_civitai(world) as hub:
+        report = crawl(hub.url, db, fingerprints=True)
+    assert report.finished
+    with Store.open(db) as store:
+        row = store.hubs.get("hub_files", "civitai", f["id"])
+        assert row["autov3"] == hashlib.sha256(data[8 + n :]).hexdigest().upper()  # full form, starting with Civitai's 12
+        assert row["content_hash"] == identify(path).content_hash
+        assert row["metadata_json"]["raw"] == read_manifest(path).metadata
+        assert store.fingerprints.by_key(f"hub-file:civitai:{f['id']}") is not None
+        others = store.db.query("SELECT raw FROM hub_files WHERE hub = 'civitai' AND remote_id != ?", (str(f["id"]),))
+        problems = [json.loads(r["raw"]).get("problem", "") for r in others]
+        assert problems and all("404" in p for p in problems if p)

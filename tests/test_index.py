@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 from safetensors.numpy import save_file
 
 from consentry.cli import cli
-from helpers import reference_hashes
+from helpers import deny_reading, reference_hashes
 
 
 def run(db: Path, *args: str):
@@ -98,6 +99,50 @@ def test_bad_files_never_damage_existing_records(tmp_path: Path, tree: Path, can
     assert after[str((tree / "trunc.safetensors").resolve())]["verdict"] == "rejected"
 
 
+def test_unreadable_file_is_recorded_and_the_rest_indexed(tmp_path: Path, tree: Path, monkeypatch: pytest.MonkeyPatch):
+    """Permission denied on one file: recorded as rejected with the reason, the others indexed,
+    exit 2; once readable again it is indexed properly."""
+    db = tmp_path / "db.sqlite"
+    locked = write_lora(tree / "a" / "locked.safetensors", 9)
+    with monkeypatch.context() as m:
+        deny_reading(m, locked)
+        result = run(db, "index", "--no-progress", str(tree))
+    assert result.exit_code == 2
+    assert f"consentry: {locked.resolve()}: rejected: cannot read: Permission denied" in result.stderr.splitlines()
+    assert "indexed 5 file(s)" in result.stdout
+    stored = rows(db)
+    row = stored[str(locked.resolve())]
+    assert row["verdict"] == "rejected" and row["problem"] == "cannot read: Permission denied"
+    for name in ("one.safetensors", "two.bin", "three.weights"):
+        (good,) = [r for p, r in stored.items() if p.endswith(name)]
+        assert good["verdict"] == "clean" and good["sha256"] == reference_hashes(Path(good["path"]))["sha256"]
+    again = run(db, "index", "--no-progress", str(tree))  # readable now: tried again, not "unchanged"
+    assert again.exit_code == 0 and "indexed 1 file(s), 4 unchanged" in again.stdout, again.stdout
+    row = rows(db)[str(locked.resolve())]
+    assert row["verdict"] == "clean" and row["sha256"] == reference_hashes(locked)["sha256"]
+
+
+def test_replaced_inode_with_same_size_and_mtime_is_reindexed(tmp_path: Path, tree: Path):
+    """A file swapped for another (a new inode, e.g. by rename-over) with the same size and
+    mtime is not 'unchanged': the inode is part of the key."""
+    db = tmp_path / "db.sqlite"
+    run(db, "index", "--no-progress", str(tree))
+    target = tree / "a" / "one.safetensors"
+    old = target.stat()
+    replacement = write_lora(tmp_path / "elsewhere" / "new.safetensors", 77)  # same shapes: same size
+    assert replacement.stat().st_size == old.st_size
+    assert replacement.read_bytes() != target.read_bytes()
+    os.utime(replacement, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(replacement, target)
+    new = target.stat()
+    assert (new.st_size, new.st_mtime_ns) == (old.st_size, old.st_mtime_ns) and new.st_ino != old.st_ino
+    result = run(db, "index", "--no-progress", str(tree))
+    assert "indexed 1 file(s), 3 unchanged" in result.stdout, result.stdout
+    data = target.read_bytes()
+    row = rows(db)[str(target.resolve())]
+    assert row["sha256"] == hashlib.sha256(data).hexdigest().upper()
+
+
 def test_find_every_hash_form(tmp_path: Path):
     db = tmp_path / "db.sqlite"
     big = write_lora(tmp_path / "m" / "big.safetensors", 5, size=70_000)  # > 2 MiB: AutoV1 defined
@@ -153,7 +198,7 @@ def test_killed_index_resumes_to_the_same_store(tmp_path: Path):
 
 
 def test_demo_runs_end_to_end(tmp_path: Path):
-    result = run(tmp_path / "db.sqlite", "demo", "--dir", str(tmp_path / "world"))
+    result = run(tmp_path / "db.sqlite", "demo", "files", "--dir", str(tmp_path / "world"))
     assert result.exit_code == 0, result.output
     assert "mirror/LORA.safetensors" in result.stdout  # found by AutoV3 and content_hash
     assert "quarantine" in result.stdout and "posix.system" in result.stdout

@@ -84,6 +84,8 @@ def _common(fn):
 @click.option("--limit", type=click.IntRange(1, 200), help="Records per page (default 100 models or 200 images).")
 @click.option("--images/--no-images", default=False, show_default=True,
               help="Models feed: also every version's gallery with generation metadata (one request per version).")
+@click.option("--fingerprints", is_flag=True,
+              help="Range-read each safetensors model file: header, AutoV3, content hash and weight fingerprint.")
 @click.option("--base-url", envvar="CONSENTRY_CIVITAI_URL", help="API host (default https://civitai.com; env CONSENTRY_CIVITAI_URL).")
 @click.option("--api-key", envvar="CIVITAI_API_KEY", help="Sent as Authorization: Bearer (env CIVITAI_API_KEY).")
 @click.option("--restart", is_flag=True, help="Forget this query's checkpoint and start from the first page.")

@@ -19,6 +19,9 @@ Decisions (see ``shared/reference/hub-interfaces.md`` §1):
   connections, truncated bodies, a wrong Content-Length), unparseable JSON, 429 and 5xx are
   retried a bounded number of times; ``Retry-After`` is honoured (capped), otherwise exponential
   backoff with jitter. Other 4xx answers fail at once with the hub's own message.
+* **What is kept**: ``raw`` holds the hub's JSON as received minus what a column already holds
+  verbatim (a version's files and images, a file's ``hashes`` and ``metadata``, an image's
+  id, ``meta``, url, size and date), so together they give back the original object without storing it twice.
 * **Checkpoint**: one per query (``query_key`` = a hash of the options that change what is
   listed); each page's upserts and the next cursor are committed in one transaction, so a killed
   crawl resumes at the first page it had not committed and the upserts keep it duplicate-free.
@@ -32,14 +35,17 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
 from consentry import jsonio
 from consentry.hubs.base import USER_AGENT, CrawlReport, HubError, Progress
+from consentry.fingerprints.stored import hub_file_key, put_fingerprint
+from consentry.hubs.remote import RemoteSafetensors, read_remote_file, registered_bases
 from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds
+from consentry.hubs.writer import PageWriter
 
 DEFAULT_URL = "https://civitai.com"
 FEEDS = ("models", "images")
@@ -56,7 +62,8 @@ def decode_nsfw_level(bits: int | None) -> list[str]:
 
 @dataclass
 class CivitaiOptions:
-    """What to crawl. Every field except ``restart`` is part of the checkpoint's query key."""
+    """What to crawl. Every field but ``restart`` and ``fingerprints`` (which change what is
+    read of each file, not what is listed) is part of the checkpoint's query key."""
 
     query: str | None = None
     types: list[str] = field(default_factory=list)
@@ -68,6 +75,7 @@ class CivitaiOptions:
     images: bool = False  # models feed: also every version's gallery with generation metadata
     feed: str = "models"  # or "images": the whole /api/v1/images feed, with generation metadata
     restart: bool = False
+    fingerprints: bool = False  # read each safetensors model file by ranges: header, AutoV3, fingerprint
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> "CivitaiOptions":
@@ -91,8 +99,8 @@ class CivitaiOptions:
         return opts
 
     def query_key(self) -> str:
-        """A stable hash of the options that decide what is listed (``restart`` is not one)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "restart"}
+        """A stable hash of the options that decide what is listed."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("restart", "fingerprints")}
         fields["types"] = sorted(t.lower() for t in self.types)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -231,11 +239,15 @@ def add_model(records: PageRecords, item: dict[str, Any], site: str) -> None:
                 "remote_id": f["id"], "model_remote_id": model_id, "version_remote_id": version_id,
                 "name": f.get("name"), "url": f.get("downloadUrl"),
                 "size": round(size_kb * 1024) if size_kb is not None else None,
-                "format": (f.get("metadata") or {}).get("format"), "metadata_json": f.get("metadata"), "raw": f,
+                "format": (f.get("metadata") or {}).get("format"), "metadata_json": f.get("metadata"),
+                "raw": {k: v for k, v in f.items() if k not in ("hashes", "metadata")},
                 **hashes,
             })  # fmt: skip
         for image in version.get("images") or []:
             add_image(records, image, model_id, version_id)
+
+
+_IMAGE_COLUMNS = {"id", "meta", "url", "width", "height", "createdAt"}  # stored in columns of their own, verbatim
 
 
 def add_image(records: PageRecords, image: dict[str, Any], model_id: Any, version_id: Any) -> None:
@@ -253,7 +265,8 @@ def add_image(records: PageRecords, image: dict[str, Any], model_id: Any, versio
     records.images[str(remote_id)] = {
         "remote_id": remote_id, "model_remote_id": model_id, "version_remote_id": version_id,
         "url": image.get("url"), "width": image.get("width"), "height": image.get("height"),
-        "nsfw_level": level, "meta": meta, "raw": image, "created_at": image.get("createdAt"),
+        "nsfw_level": level, "meta": meta, "raw": {k: v for k, v in image.items() if k not in _IMAGE_COLUMNS},
+        "created_at": image.get("createdAt"),
     }  # fmt: skip
 
 
@@ -291,32 +304,49 @@ class CivitaiConnector:
         client = CivitaiClient(self.base_url, self.api_key, timeout=self.timeout,
                                retry=self.retry or RetryPolicy())  # fmt: skip
         path = "/api/v1/images" if opts.feed == "images" else "/api/v1/models"
+        bases = registered_bases(store) if opts.fingerprints else {}
+        self._downloads = (httpx.Client(follow_redirects=True, timeout=httpx.Timeout(self.timeout, connect=10.0),
+                                        headers={"User-Agent": USER_AGENT}) if opts.fingerprints else None)  # fmt: skip
         fetch = lambda c: client.get(path, _with_cursor(opts.params(), c))  # noqa: E731
+
+        def commit(pages: list[tuple[PageRecords, str | None, bool]]) -> None:
+            with store.db.transaction():  # the pages and the cursor after the last, together
+                for records, next_cursor, done in pages:
+                    self._commit(store, key, records, next_cursor, finished=done)
+            for records, _cursor, _done in pages:
+                report.add(records.counts())
+                if progress:
+                    progress(records.total())
+
         try:
-            with ThreadPoolExecutor(max_workers=self.image_workers + 1) as pool:
+            with ThreadPoolExecutor(max_workers=self.image_workers + 1) as pool, PageWriter(commit) as writer:
+                # from here on only the writer's thread touches the store
                 pending = pool.submit(fetch, cursor)
+                handed = 0  # pages given to the writer
                 while True:
                     body = pending.result()
                     if opts.feed == "images":
-                        records, next_cursor, stop = self._image_page(store, body, opts)
+                        records, next_cursor, stop = self._image_page(body, opts)
                     else:
                         records, next_cursor, stop = self._model_page(body, opts)
                     done = stop or next_cursor is None
-                    last = max_pages is not None and report.pages + 1 >= max_pages
+                    handed += 1
+                    last = max_pages is not None and handed >= max_pages
                     if not done and not last:
-                        pending = pool.submit(fetch, next_cursor)  # prefetch while this page commits
+                        pending = pool.submit(fetch, next_cursor)  # prefetch while this page is mapped and written
                     if opts.images:
                         self._add_galleries(client, pool, records, opts)
-                    self._commit(store, key, records, None if done else next_cursor, finished=done)
-                    report.add(records.counts())
-                    if progress:
-                        progress(records.total())
+                    if opts.fingerprints:
+                        self._read_files(pool, records, bases)
+                    writer.put((records, None if done else next_cursor, done))
                     if done or last:
                         report.finished = done
                         break
         finally:
             report.notes.append(f"{client.retry.retried} request(s) retried")
             client.close()
+            if self._downloads is not None:
+                self._downloads.close()
         return report
 
     def _resume_cursor(self, store: Any, key: str, report: CrawlReport) -> str | None:
@@ -336,19 +366,15 @@ class CivitaiConnector:
             add_model(records, item, self.base_url)
         return records, _next_cursor(body.get("metadata") or {}), stop
 
-    def _image_page(self, store: Any, body: dict[str, Any], opts: CivitaiOptions) -> tuple[PageRecords, str | None, bool]:
-        """Feed images, linked to their model when they name exactly one version already stored."""
+    def _image_page(self, body: dict[str, Any], opts: CivitaiOptions) -> tuple[PageRecords, str | None, bool]:
+        """Feed images; one naming exactly one version is linked to its model at commit time."""
         records, stop = PageRecords(), False
-        items = body.get("items") or []
-        single = {str(i["modelVersionIds"][0]) for i in items if len(i.get("modelVersionIds") or []) == 1}
-        models = store.hubs.models_of_versions(self.name, single)
-        for image in items:
+        for image in body.get("items") or []:
             if opts.since and (image.get("createdAt") or "") < opts.since:
                 stop = True
                 break
             ids = image.get("modelVersionIds") or []
-            version = str(ids[0]) if len(ids) == 1 else None
-            add_image(records, image, models.get(version), version)
+            add_image(records, image, None, str(ids[0]) if len(ids) == 1 else None)
         return records, _next_cursor(body.get("metadata") or {}), stop
 
     def _add_galleries(self, client: CivitaiClient, pool: ThreadPoolExecutor, records: PageRecords,
@@ -358,6 +384,27 @@ class CivitaiConnector:
         for (model_id, version_id), images in pool.map(fetch, versions):
             for image in images:
                 add_image(records, image, model_id, version_id)
+
+    def _read_files(self, pool: ThreadPoolExecutor, records: PageRecords, bases: dict[str, Any]) -> None:
+        """Range-read every safetensors model file of the page from its download URL, on our
+        base URL (a mirror or proxy of Civitai serves the same paths; the API names civitai.com)."""
+        auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+        def read(record: dict[str, Any]) -> dict[str, Any]:
+            parts = urlsplit(record["url"])
+            url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
+            remote = RemoteSafetensors(url, client=self._downloads, headers=auth, retry=RetryPolicy(retries=2, backoff=0.5))
+            return read_remote_file(remote, fingerprints=True, bases=bases)
+
+        wanted = [f for f in records.files if f.get("format") == "SafeTensor" and f["raw"].get("type") == "Model" and f["url"]]
+        for record, found in zip(wanted, pool.map(read, wanted)):
+            raw = {**record["raw"], **found.pop("raw")}
+            found.pop("format")
+            listed, computed = record.get("autov3"), found.get("autov3")
+            if listed and computed and not computed.startswith(listed):
+                raw["autov3_disagrees"] = f"computed {computed}, Civitai lists {listed}"
+                found.pop("autov3")
+            record.update(found, raw=raw)
 
     def _version_images(self, client: CivitaiClient, version_id: Any, opts: CivitaiOptions) -> list[dict[str, Any]]:
         params = {"modelVersionId": version_id, "withMeta": "true", "limit": 200, "browsingLevel": 31 if opts.nsfw else 1}
@@ -372,10 +419,18 @@ class CivitaiConnector:
 
     def _commit(self, store: Any, key: str, records: PageRecords, cursor: str | None, *, finished: bool) -> None:
         """A page and the cursor after it, in one transaction: what makes a resume exact."""
+        unlinked = {i["version_remote_id"] for i in records.images.values() if i["version_remote_id"] and not i["model_remote_id"]}
+        if unlinked:  # feed images: the model of a version already stored
+            models = store.hubs.models_of_versions(self.name, unlinked)
+            for image in records.images.values():
+                image["model_remote_id"] = image["model_remote_id"] or models.get(image["version_remote_id"])
         with store.db.transaction():
             for table, rows in (("hub_models", records.models), ("hub_versions", records.versions),
                                 ("hub_files", records.files), ("hub_images", records.images.values())):  # fmt: skip
                 store.hubs.upsert(table, self.name, rows)
+            for f in records.files:
+                if "_fingerprint" in f:
+                    put_fingerprint(store, f.pop("_fingerprint"), hub_file_key(self.name, str(f["remote_id"])), sha256=f.get("sha256"))
             store.hubs.save_checkpoint(self.name, key, cursor, records.total(), finished=finished)
 
 

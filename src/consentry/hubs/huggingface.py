@@ -27,13 +27,11 @@ from huggingface_hub.errors import (
 )  # fmt: skip
 from huggingface_hub.utils import build_hf_headers
 
-from consentry.errors import MalformedModelError
 from consentry.hubs.base import USER_AGENT, CrawlReport, HubError, Progress
 from consentry.fingerprints.stored import hub_file_key, put_fingerprint
 from consentry.formats.tensors import Manifest
-from consentry.hubs.remote import HubAccessDenied, RemoteSafetensors, fingerprint_remote
+from consentry.hubs.remote import HubAccessDenied, RemoteSafetensors, read_remote_file, registered_bases
 from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds
-from consentry.inspection.metadata import decode_metadata
 
 T = TypeVar("T")
 
@@ -138,46 +136,10 @@ class HuggingFaceConnector:
         }  # fmt: skip
         if not sibling.rfilename.endswith(".safetensors"):
             return record
-        record["format"] = "safetensors"
         remote = self.remote_file(info.id, sibling.rfilename, revision=info.sha)
-        try:
-            manifest = remote.open()
-            autov3 = remote.autov3() if self.full_read else None
-        except HubAccessDenied as exc:
-            record["raw"]["problem"] = f"not read: {exc}"
-            return record
-        except MalformedModelError as exc:
-            record["raw"]["problem"] = f"rejected: {exc}"
-            record["bytes_fetched"] = remote.bytes_fetched
-            return record
-        record["autov3"] = autov3
-        record["bytes_fetched"] = remote.bytes_fetched
-        record["metadata_json"] = {"raw": manifest.metadata, "decoded": decode_metadata(manifest.metadata, autov3=autov3).as_dict()}
-        record["header_json"] = {"data_start": manifest.data_start,
-                                 "tensors": [[t.name, t.dtype, list(t.shape)] for t in manifest.tensors]}  # fmt: skip
-        if not self.full_read:
-            record["raw"]["autov3"] = "needs --full-read (the whole data part)"
-        if self.fingerprints:
-            self._fingerprint(remote, record)
+        read = read_remote_file(remote, full_read=self.full_read, fingerprints=self.fingerprints, bases=self.bases)
+        record.update({**read, "raw": {**record["raw"], **read["raw"]}})
         return record
-
-    def _fingerprint(self, remote: RemoteSafetensors, record: dict[str, Any]) -> None:
-        """Fingerprint from the tensors it needs: a LoRA's factors, a checkpoint's sample (against
-        the one registered base of its family); why not, in ``raw["fingerprint"]`` otherwise."""
-        from consentry.errors import ConsentryError
-        from consentry.inspection.architecture import recognise
-
-        family = recognise(remote.manifest.tensors).family if remote.manifest else None
-        base_name, base = self.bases.get(family or "", (None, None))
-        try:
-            result = fingerprint_remote(remote, base=base, base_name=base_name)
-        except ConsentryError as exc:
-            record["raw"]["fingerprint"] = f"not fingerprinted: {exc}"
-        else:
-            record["_fingerprint"] = result.fingerprint
-            record["raw"]["fingerprint"] = (f"{result.fingerprint.kind}, {result.tensors_read}/{result.tensors_total} tensors, "
-                                            f"{result.fraction:.1%} of the file fetched")  # fmt: skip
-        record["bytes_fetched"] = remote.bytes_fetched
 
     # --- the crawl --------------------------------------------------------------------------------
 
@@ -252,18 +214,6 @@ class HuggingFaceConnector:
         report.files += len(files)
         if progress:
             progress(1 + len(files))
-
-
-def registered_bases(store: Any) -> dict[str, tuple[str, Manifest]]:
-    """family -> (name, manifest) of the base models checkpoints are measured against, for the
-    families with exactly one registered base (with two, which one is meant is not known)."""
-    from consentry.formats import read_manifest
-
-    by_family: dict[str, list[Any]] = {}
-    for base in store.fingerprints.list_bases():
-        by_family.setdefault(base.family or "", []).append(base)
-    return {family: (bases[0].name, read_manifest(bases[0].path)) for family, bases in by_family.items()
-            if family and len(bases) == 1}  # fmt: skip
 
 
 def query_key(options: dict[str, Any]) -> str:

@@ -157,6 +157,7 @@ class BankRepository:
                 "DELETE FROM fingerprints WHERE path IN (SELECT 'bank-entry:' || CAST(id AS TEXT) FROM bank_entries WHERE bank_id = ?)",
                 (bank.id,),
             )
+            self.db.execute("DELETE FROM mirrors WHERE bank_id = ?", (bank.id,))
             self.db.execute("DELETE FROM bank_signals WHERE bank_id = ?", (bank.id,))
             self.db.execute("DELETE FROM bank_entries WHERE bank_id = ?", (bank.id,))
             self.db.execute("DELETE FROM banks WHERE id = ?", (bank.id,))

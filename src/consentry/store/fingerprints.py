@@ -56,6 +56,20 @@ class FingerprintRepository:
         row = self.db.query_one("SELECT * FROM fingerprints WHERE id = ?", (fingerprint_id,))
         return (_stored(row), bytes(row["sketch"])) if row else None
 
+    def by_key(self, path: str) -> tuple[StoredFingerprint, bytes] | None:
+        """The fingerprint stored under ``path`` (a file path, ``bank-entry:<id>``, ``hub-file:…``)."""
+        row = self.db.query_one("SELECT * FROM fingerprints WHERE path = ?", (path,))
+        return (_stored(row), bytes(row["sketch"])) if row else None
+
+    def existing_keys(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` have a stored fingerprint."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            found.update(r["path"] for r in self.db.query(f"SELECT path FROM fingerprints WHERE path IN ({marks})", chunk))
+        return found
+
     def count(self) -> int:
         return int(self.db.query_one("SELECT count(*) AS n FROM fingerprints")["n"])
 

@@ -6,7 +6,7 @@ so re-crawling is idempotent: a resumed crawl that sees a record twice stores it
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from consentry.store.database import Database
 from consentry.store.records import from_json, to_json, utc_now
@@ -17,7 +17,8 @@ MODEL_COLUMNS = ("name", "type", "creator", "url", "description", "tags", "nsfw"
                  "base_model", "stats", "raw", "created_at", "updated_at")  # fmt: skip
 VERSION_COLUMNS = ("model_remote_id", "name", "base_model", "trained_words", "nsfw_level", "raw", "created_at", "published_at")
 FILE_COLUMNS = ("model_remote_id", "version_remote_id", "name", "url", "size", "format", "sha256", "autov1", "autov2",
-                "autov3", "crc32", "blake3", "content_hash", "metadata_json", "header_json", "bytes_fetched", "raw")  # fmt: skip
+                "autov3", "crc32", "blake3", "content_hash", "metadata_json", "header_json", "bytes_fetched", "raw",
+                "autov3_claimed")  # fmt: skip
 IMAGE_COLUMNS = ("model_remote_id", "version_remote_id", "url", "width", "height", "nsfw_level", "meta", "raw", "created_at")
 
 # Columns an upsert never blanks: an image seen in a model's previews (no generation metadata)
@@ -32,6 +33,36 @@ _TABLES = {
 }
 
 
+def _json_value(value: Any) -> Any:
+    return value if value is None or isinstance(value, str) else to_json(value)
+
+
+def _list_value(value: Any) -> str:
+    return to_json(value if value is not None else [])
+
+
+def _int_value(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+_BOOL_COLUMNS = {"nsfw", "poi", "minor"}
+
+
+def _converters(table: str) -> list[tuple[int, Any]]:
+    """(column position, how its value is stored) for the columns that need converting: JSON
+    columns are serialised, booleans become 0/1 (PostgreSQL's INTEGER refuses a boolean), tags
+    and trained words are never NULL. Every other value is stored as given."""
+    out = []
+    for i, column in enumerate(_TABLES[table]):
+        if column in ("tags", "trained_words"):
+            out.append((i, _list_value))
+        elif column in _JSON_COLUMNS:
+            out.append((i, _json_value))
+        elif column in _BOOL_COLUMNS:
+            out.append((i, _int_value))
+    return out
+
+
 class HubRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -42,19 +73,13 @@ class HubRepository:
         Values for JSON columns may be Python objects; hashes should already be upper-case."""
         columns = _TABLES[table]
         now = utc_now()
+        convert = _converters(table)
         rows = []
         for record in records:
-            values = []
-            for column in columns:
-                value = record.get(column)
-                if value is None and column in ("tags", "trained_words"):
-                    value = []
-                if column in _JSON_COLUMNS and value is not None and not isinstance(value, str):
-                    value = to_json(value)
-                elif isinstance(value, bool):
-                    value = int(value)
-                values.append(value)
-            rows.append((hub, str(record["remote_id"]), *values, now, now))
+            row = [hub, str(record["remote_id"]), *map(record.get, columns), now, now]
+            for i, to in convert:
+                row[i + 2] = to(row[i + 2])
+            rows.append(row)
         if not rows:
             return 0
         names = ("hub", "remote_id", *columns, "first_seen", "last_seen")
@@ -97,10 +122,20 @@ class HubRepository:
                 found[row["remote_id"]] = row["model_remote_id"]
         return found
 
-    def files_by_hash(self, column: str, value: str) -> list[dict[str, Any]]:
-        if column not in ("sha256", "autov2", "autov3", "blake3", "crc32", "autov1", "content_hash"):
-            raise ValueError(column)
-        return [dict(r) for r in self.db.query(f"SELECT * FROM hub_files WHERE {column} = ?", (value,))]
+    def iter_file_identities(self, hub: str | None = None, batch: int = 20000) -> Iterator[list[Any]]:
+        """Every hub file's identity columns (of one hub, or all), in batches by row id: one
+        linear pass, which beats an index probe per value once the values are many."""
+        last = 0
+        where = "id > ?" + (" AND hub = ?" if hub else "")
+        while True:
+            rows = self.db.query(
+                "SELECT id, hub, remote_id, name, model_remote_id, version_remote_id, url, sha256, autov3, autov3_claimed,"
+                f" content_hash, last_seen FROM hub_files WHERE {where} ORDER BY id LIMIT ?",
+                (last, hub, batch) if hub else (last, batch))  # fmt: skip
+            if not rows:
+                return
+            yield rows
+            last = rows[-1]["id"]
 
     # --- crawl checkpoints ---------------------------------------------------------------------
 

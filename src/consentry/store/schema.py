@@ -280,4 +280,29 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (hub, query_key)
     )
     """,
+    # 5: mirrors of banked models found on the hubs (issue 5), one row per (entry, URL) with the
+    #    strongest signal that matched and the evidence of every signal; first_seen tells a
+    #    later run what is new. And the AutoV3 a file's header claims (kohya's sshs_model_hash),
+    #    kept apart from the computed one because nobody checked it. And the review queue's
+    #    lookup of earlier decisions on the same file (a dismissal sticks) by its SHA-256.
+    """
+    CREATE INDEX review_items_file ON review_items (file_sha256);
+    ALTER TABLE hub_files ADD COLUMN autov3_claimed TEXT;
+    CREATE INDEX hub_files_autov3_claimed ON hub_files (autov3_claimed);
+    CREATE TABLE mirrors (
+        id {pk},
+        bank_id BIGINT NOT NULL REFERENCES banks (id) ON DELETE CASCADE,
+        entry_id BIGINT NOT NULL REFERENCES bank_entries (id) ON DELETE CASCADE,
+        hub TEXT NOT NULL,
+        url TEXT NOT NULL,
+        file_remote_id TEXT,
+        matched_by TEXT NOT NULL,
+        evidence TEXT NOT NULL DEFAULT '[]',
+        hub_seen TEXT,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        UNIQUE (entry_id, url)
+    );
+    CREATE INDEX mirrors_bank ON mirrors (bank_id)
+    """,
 ]

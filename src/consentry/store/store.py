@@ -77,12 +77,14 @@ class Store:
         from consentry.store.api_keys import ApiKeyRepository
         from consentry.store.fingerprints import FingerprintRepository
         from consentry.store.hubs import HubRepository
+        from consentry.store.mirrors import MirrorRepository
 
         self.banks = BankRepository(db)
         self.reviews = ReviewRepository(db)
         self.api_keys = ApiKeyRepository(db)
         self.fingerprints = FingerprintRepository(db)
         self.hubs = HubRepository(db)
+        self.mirrors = MirrorRepository(db)
 
     @classmethod
     def open(cls, target: str | os.PathLike[str] | None = None) -> "Store":

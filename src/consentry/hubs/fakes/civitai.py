@@ -81,6 +81,28 @@ class CivitaiWorld:
             out.append(model)
         return sorted(out, key=_SORTS.get(sort, _SORTS["Highest Rated"]))
 
+    def attach_file(self, model_id: int, path: Path, *, name: str | None = None) -> dict[str, Any]:
+        """Make ``path`` the primary file of the model's newest version: its real hashes in the
+        API (AutoV3 in the 12-hex form 2026 payloads show) and its bytes behind the download URL."""
+        from consentry.identity.identify import identify
+
+        ident = identify(path)
+        h = ident.hashes
+        version = self.models[model_id]["modelVersions"][0]
+        f = version["files"][0]
+        hashes = {"AutoV1": h.autov1, "AutoV2": h.autov2, "SHA256": h.sha256, "CRC32": h.crc32, "BLAKE3": h.blake3,
+                  "AutoV3": h.autov3_short}  # fmt: skip
+        f.update(name=name or Path(path).name, sizeKB=ident.size / 1024, hashes={k: v for k, v in hashes.items() if v},
+                 metadata={"format": "SafeTensor", "fp": "fp16", "isRequired": False})  # fmt: skip
+        self.file_paths[f["id"]] = Path(path)
+        self.revision += 1
+        return f
+
+    def delete(self, model_ids: set[int]) -> None:
+        """A deletion wave: these models answer 404 and leave every listing from now on."""
+        self.deleted |= set(model_ids)
+        self.revision += 1
+
     def add_models(self, count: int, *, days_later: float = 1.0) -> list[int]:
         """Publish ``count`` new models after the world's current ``now`` (for incremental crawls)."""
         self.now += dt.timedelta(days=days_later)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,12 +78,51 @@ class FakeRepo:
 @dataclass
 class HfWorld:
     root: Path
-    repos: dict[str, FakeRepo]
+    repos: dict[str, FakeRepo] = field(default_factory=dict)
     page_size: int = 3
     granted_tokens: set[str] = field(default_factory=set)  # tokens that may read gated repos
+    seed: int = 0
+    clock: int = 1_772_000_000  # unix time of the next repo created (an hour apart)
 
     def ordered(self) -> list[FakeRepo]:
         return sorted(self.repos.values(), key=lambda r: (r.created_at, r.repo_id))
+
+    def add_repo(self, repo_id: str, *, base: str | None = SD15, relation: str | None = "adapter",
+                 tags: list[str] | tuple[str, ...] = (), gated: bool | str = False) -> FakeRepo:  # fmt: skip
+        """A repo as the Hub derives it from its card: ``base_model:…`` tags, ``.gitattributes``."""
+        self.clock += 3600
+        created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(self.clock))
+        card: dict[str, Any] = {"license": "openrail", "tags": list(tags)}
+        all_tags = ["diffusers", "text-to-image", *tags]
+        if base:
+            card["base_model"] = base
+            all_tags.append(f"base_model:{base}")
+            if relation:
+                card["base_model_relation"] = relation
+                all_tags.append(f"base_model:{relation}:{base}")
+        all_tags.append("region:us")
+        sha = hashlib.sha1(f"{self.seed}:{repo_id}".encode()).hexdigest()
+        downloads = int(hashlib.sha1(repo_id.encode()).digest()[0]) * 20
+        repo = FakeRepo(repo_id, sha, created, card, all_tags, gated=gated, downloads=downloads)
+        repo.files[".gitattributes"] = _write(self.root, repo_id, ".gitattributes",
+                                              raw=b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n")  # fmt: skip
+        self.repos[repo_id] = repo
+        return repo
+
+    def add_file(self, repo: FakeRepo, name: str, *, tensors: dict[str, np.ndarray] | None = None,
+                 metadata: dict[str, str] | None = None, raw: bytes | None = None,
+                 copy_of: Path | None = None) -> FakeFile:  # fmt: skip
+        """Write a file into ``repo`` (tensors, raw bytes, or a copy of a file on disk; a file
+        already in place, ``copy_of`` the repo's own path, is served as it is)."""
+        if copy_of is not None:
+            target = self.root / repo.repo_id / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if Path(copy_of).resolve() != target.resolve():
+                shutil.copyfile(copy_of, target)
+            repo.files[name] = FakeFile(name, target, target.stat().st_size, _sha256_file(target), lfs=_is_lfs(name))
+        else:
+            repo.files[name] = _write(self.root, repo.repo_id, name, tensors, metadata, raw)
+        return repo.files[name]
 
 
 # --- the seeded world -------------------------------------------------------------------------
@@ -96,8 +136,19 @@ def _write(root: Path, repo_id: str, name: str, tensors: dict[str, np.ndarray] |
         path.write_bytes(raw)
     else:
         save_file(tensors or {}, str(path), metadata=metadata)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return FakeFile(name, path, path.stat().st_size, digest, lfs=name.endswith((".safetensors", ".ckpt", ".bin")))
+    return FakeFile(name, path, path.stat().st_size, _sha256_file(path), lfs=_is_lfs(name))
+
+
+def _is_lfs(name: str) -> bool:
+    return name.endswith((".safetensors", ".ckpt", ".bin"))
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _malformed_with_trailing_bytes(tensors: dict[str, np.ndarray]) -> bytes:
@@ -132,52 +183,25 @@ def hf_world(seed: int, root: Path, *, extra_repos: int = 4, page_size: int = 3,
     re-uploads with metadata stripped, a gated repo, a repo without safetensors, a malformed
     file, ``extra_repos`` unrelated style LoRAs (for pagination), and with ``checkpoint_blocks``
     a synthetic full checkpoint (``fake-org/sd15-finetune``) plus its base (``fake-org/sd15-base``)."""
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    repos: dict[str, FakeRepo] = {}
-    clock = [1_772_000_000 + seed * 1000]
-
-    def repo(repo_id: str, *, base: str | None = SD15, relation: str | None = "adapter", tags: list[str] = (),
-             gated: bool | str = False) -> FakeRepo:  # fmt: skip
-        clock[0] += 3600
-        created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(clock[0]))
-        card: dict[str, Any] = {"license": "openrail", "tags": list(tags)}
-        all_tags = ["diffusers", "text-to-image", *tags]
-        if base:
-            card["base_model"] = base
-            all_tags.append(f"base_model:{base}")
-            if relation:
-                card["base_model_relation"] = relation
-                all_tags.append(f"base_model:{relation}:{base}")
-        all_tags.append("region:us")
-        sha = hashlib.sha1(f"{seed}:{repo_id}".encode()).hexdigest()
-        r = FakeRepo(repo_id, sha, created, card, all_tags, gated=gated, downloads=int(rng.integers(0, 5000)))
-        attributes = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
-        r.files[".gitattributes"] = _write(root, repo_id, ".gitattributes", raw=attributes)
-        repos[repo_id] = r
-        return r
-
+    world = HfWorld(root=Path(root), page_size=page_size, seed=seed, clock=1_772_000_000 + seed * 1000)
     people = [("10_miracastellan", "mira_castellan_v2"), ("8_tobiasvrell", "tobias_vrell")]
     for i, (folder, output) in enumerate(people):
         tensors = lora_tensors(seed * 10 + i)
-        meta = kohya_metadata(folder, output)
-        original = repo(f"uploader{i}/{output}", tags=["lora"])
-        original.files[f"{output}.safetensors"] = _write(root, original.repo_id, f"{output}.safetensors", tensors, meta)
-        mirror = repo(f"anon{seed}{i}/LORA" if i == 0 else f"anon{seed}{i}/Test-model", tags=["lora"])
-        mirror.files["LORA.safetensors"] = _write(root, mirror.repo_id, "LORA.safetensors", tensors, {"format": "pt"})
-    gated = repo("gatedorg/restricted-likeness", tags=["lora", "not-for-all-audience"], gated="manual")
-    gated.files["model.safetensors"] = _write(root, gated.repo_id, "model.safetensors", lora_tensors(seed + 77),
-                                              kohya_metadata("5_annavoss", "anna_voss"))  # fmt: skip
-    plain = repo("someorg/readme-only", base=None, relation=None, tags=[])
-    plain.files["README.md"] = _write(root, plain.repo_id, "README.md", raw=b"# nothing to see\n")
-    broken = repo("oddball/broken-lora", tags=["lora"])
-    broken.files["broken.safetensors"] = _write(root, broken.repo_id, "broken.safetensors",
-                                                raw=_malformed_with_trailing_bytes(lora_tensors(seed + 5)))  # fmt: skip
+        original = world.add_repo(f"uploader{i}/{output}", tags=["lora"])
+        world.add_file(original, f"{output}.safetensors", tensors=tensors, metadata=kohya_metadata(folder, output))
+        mirror = world.add_repo(f"anon{seed}{i}/LORA" if i == 0 else f"anon{seed}{i}/Test-model", tags=["lora"])
+        world.add_file(mirror, "LORA.safetensors", tensors=tensors, metadata={"format": "pt"})
+    gated = world.add_repo("gatedorg/restricted-likeness", tags=["lora", "not-for-all-audience"], gated="manual")
+    world.add_file(gated, "model.safetensors", tensors=lora_tensors(seed + 77), metadata=kohya_metadata("5_annavoss", "anna_voss"))
+    plain = world.add_repo("someorg/readme-only", base=None, relation=None, tags=[])
+    world.add_file(plain, "README.md", raw=b"# nothing to see\n")
+    broken = world.add_repo("oddball/broken-lora", tags=["lora"])
+    world.add_file(broken, "broken.safetensors", raw=_malformed_with_trailing_bytes(lora_tensors(seed + 5)))
     for k in range(extra_repos):
-        r = repo(f"styles{k % 2}/watercolor-{k}", base=SDXL if k % 2 else SD15, tags=["lora", "style"])
-        r.files["pytorch_lora_weights.safetensors"] = _write(
-            root, r.repo_id, "pytorch_lora_weights.safetensors", lora_tensors(seed * 100 + k), {"ss_output_name": f"watercolor_{k}"}
-        )
+        r = world.add_repo(f"styles{k % 2}/watercolor-{k}", base=SDXL if k % 2 else SD15, tags=["lora", "style"])
+        world.add_file(r, "pytorch_lora_weights.safetensors", tensors=lora_tensors(seed * 100 + k),
+                       metadata={"ss_output_name": f"watercolor_{k}"})  # fmt: skip
+    root, repo = world.root, world.add_repo
     if checkpoint_blocks:
         base = repo("fake-org/sd15-base", base=None, relation=None, tags=["checkpoint"])
         base.files["model.safetensors"] = _file_for(root, base.repo_id, "model.safetensors", seed=1, blocks=checkpoint_blocks,
@@ -185,7 +209,7 @@ def hf_world(seed: int, root: Path, *, extra_repos: int = 4, page_size: int = 3,
         tuned = repo("fake-org/sd15-finetune", base="fake-org/sd15-base", relation="finetune", tags=["checkpoint"])
         tuned.files["model.safetensors"] = _file_for(root, tuned.repo_id, "model.safetensors", seed=1,
                                                      blocks=checkpoint_blocks, width=checkpoint_width, tuned=True)  # fmt: skip
-    return HfWorld(root=root, repos=repos, page_size=page_size)
+    return world
 
 
 def _file_for(root: Path, repo_id: str, name: str, *, seed: int, blocks: int, width: int, tuned: bool = False) -> FakeFile:
@@ -202,14 +226,10 @@ def _file_for(root: Path, repo_id: str, name: str, *, seed: int, blocks: int, wi
         for t in manifest.tensors:
             a = read_array(manifest, t)
             if a.ndim == 2:
-                a = a + rng.standard_normal((a.shape[0], 4)) @ rng.standard_normal((4, a.shape[1])) * 0.01
+                a = a + rng.standard_normal((a.shape[0], 4)) @ rng.standard_normal((4, a.shape[1])) * 0.002  # ~8% of the weights
             weights[t.name] = a.astype(np.float16)
         save_file(weights, str(path))
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return FakeFile(name, path, path.stat().st_size, h.hexdigest(), lfs=True)
+    return FakeFile(name, path, path.stat().st_size, _sha256_file(path), lfs=True)
 
 
 # --- the app ----------------------------------------------------------------------------------
