@@ -70,6 +70,9 @@ def test_crawl_equals_the_world(world, tmp_path: Path) -> None:
             assert (stored["name"], stored["type"], stored["creator"], stored["tags"], stored["poi"], stored["minor"]) == (
                 model["name"], model["type"], model["creator"]["username"], model["tags"], 0, 0)  # fmt: skip
             assert stored["nsfw_level"] == model["nsfwLevel"] and stored["stats"] == model["stats"]
+            labels = [name for bit, name in ((1, "PG"), (2, "PG-13"), (4, "R"), (8, "X"), (16, "XXX"), (32, "Blocked"))
+                      if model["nsfwLevel"] & bit]  # §1.4, written out here  # fmt: skip
+            assert stored["nsfw_labels"] == labels
             assert stored["updated_at"] == last_version_at(model)
             version = model["modelVersions"][0]
             v = store.hubs.get("hub_versions", "civitai", version["id"])

@@ -218,7 +218,8 @@ def add_model(records: PageRecords, item: dict[str, Any], site: str) -> None:
         "remote_id": model_id, "name": item.get("name"), "type": item.get("type"),
         "creator": (item.get("creator") or {}).get("username"), "url": f"{site}/models/{model_id}",
         "description": item.get("description"), "tags": item.get("tags"), "nsfw": item.get("nsfw"),
-        "nsfw_level": item.get("nsfwLevel"), "poi": item.get("poi"), "minor": item.get("minor"),
+        "nsfw_level": item.get("nsfwLevel"), "nsfw_labels": decode_nsfw_level(item.get("nsfwLevel")),
+        "poi": item.get("poi"), "minor": item.get("minor"),
         "base_model": versions[0].get("baseModel") if versions else None, "stats": item.get("stats"),
         "raw": {k: v for k, v in item.items() if k != "modelVersions"},
         "created_at": dates[0] if dates else None, "updated_at": dates[-1] if dates else None,
@@ -228,7 +229,8 @@ def add_model(records: PageRecords, item: dict[str, Any], site: str) -> None:
         records.versions.append({
             "remote_id": version_id, "model_remote_id": model_id, "name": version.get("name"),
             "base_model": version.get("baseModel"), "trained_words": version.get("trainedWords"),
-            "nsfw_level": version.get("nsfwLevel"), "created_at": version.get("createdAt"),
+            "nsfw_level": version.get("nsfwLevel"), "nsfw_labels": decode_nsfw_level(version.get("nsfwLevel")),
+            "created_at": version.get("createdAt"),
             "published_at": version.get("publishedAt"),
             "raw": {k: v for k, v in version.items() if k not in ("files", "images")},
         })  # fmt: skip
@@ -265,7 +267,7 @@ def add_image(records: PageRecords, image: dict[str, Any], model_id: Any, versio
     records.images[str(remote_id)] = {
         "remote_id": remote_id, "model_remote_id": model_id, "version_remote_id": version_id,
         "url": image.get("url"), "width": image.get("width"), "height": image.get("height"),
-        "nsfw_level": level, "meta": meta, "raw": {k: v for k, v in image.items() if k not in _IMAGE_COLUMNS},
+        "nsfw_level": level, "nsfw_labels": decode_nsfw_level(level), "meta": meta, "raw": {k: v for k, v in image.items() if k not in _IMAGE_COLUMNS},
         "created_at": image.get("createdAt"),
     }  # fmt: skip
 

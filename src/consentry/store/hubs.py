@@ -11,15 +11,17 @@ from typing import Any, Iterable, Iterator, Mapping
 from consentry.store.database import Database
 from consentry.store.records import from_json, to_json, utc_now
 
-_JSON_COLUMNS = {"tags", "trained_words", "stats", "raw", "meta", "metadata_json", "header_json"}
+_JSON_COLUMNS = {"tags", "trained_words", "stats", "raw", "meta", "metadata_json", "header_json", "nsfw_labels"}
 
 MODEL_COLUMNS = ("name", "type", "creator", "url", "description", "tags", "nsfw", "nsfw_level", "poi", "minor",
-                 "base_model", "stats", "raw", "created_at", "updated_at")  # fmt: skip
-VERSION_COLUMNS = ("model_remote_id", "name", "base_model", "trained_words", "nsfw_level", "raw", "created_at", "published_at")
+                 "base_model", "stats", "raw", "created_at", "updated_at", "nsfw_labels")  # fmt: skip
+VERSION_COLUMNS = ("model_remote_id", "name", "base_model", "trained_words", "nsfw_level", "raw", "created_at", "published_at",
+                   "nsfw_labels")  # fmt: skip
 FILE_COLUMNS = ("model_remote_id", "version_remote_id", "name", "url", "size", "format", "sha256", "autov1", "autov2",
                 "autov3", "crc32", "blake3", "content_hash", "metadata_json", "header_json", "bytes_fetched", "raw",
                 "autov3_claimed")  # fmt: skip
-IMAGE_COLUMNS = ("model_remote_id", "version_remote_id", "url", "width", "height", "nsfw_level", "meta", "raw", "created_at")
+IMAGE_COLUMNS = ("model_remote_id", "version_remote_id", "url", "width", "height", "nsfw_level", "meta", "raw", "created_at",
+                 "nsfw_labels")  # fmt: skip
 
 # Columns an upsert never blanks: an image seen in a model's previews (no generation metadata)
 # keeps the meta and the model link an earlier /images crawl gave it, and the other way round.

@@ -284,9 +284,13 @@ MIGRATIONS: list[str] = [
     #    strongest signal that matched and the evidence of every signal; first_seen tells a
     #    later run what is new. And the AutoV3 a file's header claims (kohya's sshs_model_hash),
     #    kept apart from the computed one because nobody checked it. And the review queue's
-    #    lookup of earlier decisions on the same file (a dismissal sticks) by its SHA-256.
+    #    lookup of earlier decisions on the same file (a dismissal sticks) by its SHA-256. And
+    #    Civitai's nsfwLevel decoded (["PG", "PG-13", "R"] for 7) beside the bitmask.
     """
     CREATE INDEX review_items_file ON review_items (file_sha256);
+    ALTER TABLE hub_models ADD COLUMN nsfw_labels TEXT;
+    ALTER TABLE hub_versions ADD COLUMN nsfw_labels TEXT;
+    ALTER TABLE hub_images ADD COLUMN nsfw_labels TEXT;
     ALTER TABLE hub_files ADD COLUMN autov3_claimed TEXT;
     CREATE INDEX hub_files_autov3_claimed ON hub_files (autov3_claimed);
     CREATE TABLE mirrors (
