@@ -131,7 +131,7 @@ def bench_similar(count: int, fp, workdir: Path, queries: int = 200, planted: in
     ~280 GB at 1M) and random unit vectors. ``workdir`` is reused when it already holds a store
     of ``count`` rows and its index (``--store-dir``)."""
     os.environ["XDG_CACHE_HOME"] = str(workdir / "cache")  # the index cache of this run only
-    from consentry.fingerprints import index as fp_index
+    from consentry import vectors
     from consentry.fingerprints.index import cache_path, index_for_store, nearest, new_index, search
     from consentry.fingerprints.model import Fingerprint, assemble
     from consentry.store import Store
@@ -195,7 +195,7 @@ def bench_similar(count: int, fp, workdir: Path, queries: int = 200, planted: in
         planted_query = i % 2 == 0
         query = fp if planted_query else random_query
         kind = "planted" if planted_query else "random"
-        fp_index._OPENED.clear()  # as in a new CLI process
+        vectors.forget_opened()  # as in a new CLI process
         t0 = time.perf_counter()
         with Store.open(db_path) as store:
             t1 = time.perf_counter()

@@ -771,7 +771,7 @@ def test_peft_adapters_per_component_join_into_one_model(tmp_path: Path, lora_a:
 
 
 def test_index_is_viewed_when_current_and_updated_when_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from consentry.fingerprints import index as fp_index
+    from consentry import vectors
     from consentry.fingerprints.index import cache_path, index_for_store, nearest
     from consentry.fingerprints.stored import put_fingerprint
     from consentry.store import Store
@@ -783,7 +783,7 @@ def test_index_is_viewed_when_current_and_updated_when_not(tmp_path: Path, monke
         first = index_for_store(store)  # built from the store, saved to the cache
         assert len(first) == 3 and cache_path(store.path).is_file()
         assert index_for_store(store) is first  # kept open in this process
-        fp_index._OPENED.clear()  # a new process: the current cache is memory-mapped, not rebuilt
+        vectors.forget_opened()  # a new process: the current cache is memory-mapped, not rebuilt
         viewed = index_for_store(store)
         assert viewed is not first and len(viewed) == 3
         assert nearest(store, prints[1], top=1)[0]["path"] == "key1"
