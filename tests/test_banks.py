@@ -197,7 +197,7 @@ class SizePlugin:
 
 def test_a_plugin_similarity_signal_matches_without_touching_the_matcher(tmp_path: Path, store: Store):
     registry = build_registry([SizePlugin()], load_entry_points=False)
-    assert sorted(s.name for s in registry.similarity()) == ["fingerprint", "size"]  # the built-in one and the plug-in
+    assert sorted(s.name for s in registry.similarity()) == ["fingerprint", "pdq", "size"]  # the built-in ones and the plug-in
     assert "size" not in registry and "size" not in registry.names()  # not a column a list can fill
     with pytest.raises(HashFormatError, match="similarity signal"):
         normalise_signals({"size": "123"}, registry)
@@ -225,10 +225,12 @@ def test_a_plugin_similarity_signal_matches_without_touching_the_matcher(tmp_pat
 
 def test_the_fingerprint_is_a_registered_similarity_signal():
     registry = signal_registry()
-    assert [s.name for s in registry.similarity()] == ["fingerprint"]
+    assert [s.name for s in registry.similarity()] == ["fingerprint", "pdq"]
     assert "fingerprint" not in registry.names()
     with pytest.raises(HashFormatError, match="fingerprint is a similarity signal"):
         normalise_signals({"fingerprint": "0" * 64})
+    # pdq is a *typed* similarity signal: PDQ hash lists import like any hash list (tests/test_images.py)
+    assert "pdq" in registry.names() and "pdq" not in [t.name for t in registry]
 
 
 def test_plugins_are_found_through_entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

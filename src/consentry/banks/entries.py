@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from consentry.banks.signals import SignalRegistry, signal_registry
+from consentry.banks.signals import SignalRegistry, is_typed, signal_registry
 from consentry.errors import ConsentryError, ModelFileUnreadable
-from consentry.identity.identify import ModelIdentity, identify
+from consentry.identity.identify import ModelIdentity, identify, identify_image
 from consentry.store import Store
 from consentry.store.banks import BankEntry
 
@@ -21,6 +21,11 @@ def entry_from_identity(identity: ModelIdentity, bank_name: str, registry: Signa
         values = signal_type.values_for(identity)
         if values:
             signals[signal_type.name] = values[0]
+    for similarity in registry.similarity():  # typed similarity values (an image's PDQ) go in with the hashes
+        values_for = getattr(similarity, "values_for", None)
+        values = values_for(identity) if is_typed(similarity) and callable(values_for) else []
+        if values:
+            signals[similarity.name] = values[0]
     return BankEntry(id=None, bank_name=bank_name, signals=signals, **fields)
 
 
@@ -31,14 +36,16 @@ def add_model_file(store: Store, bank_name: str, path: str | os.PathLike[str], *
 
     Every exact signal the file has goes into the entry; every similarity signal (the weight
     fingerprint) keeps what it needs, and says so in the returned entry's provenance.
+    An image file (sniffed by its bytes) is banked by its file hashes and its PDQ hash.
     A file that is malformed or could not be proven safe can still be banked by its bytes:
     its byte hashes are exactly what re-uploads of it will carry."""
     registry = registry or signal_registry()
     bank = store.banks.get(bank_name)
-    identity = identify(Path(path))
+    identity = identify_image(Path(path)) or identify(Path(path))
     if isinstance(identity.error, ModelFileUnreadable) or identity.hashes is None:
         raise ConsentryError(f"{path}: {identity.problem or 'cannot read'}")
-    provenance = {"added_from": "model file", "file_name": Path(path).name, "actor": actor,
+    added_from = "image file" if identity.extra else "model file"
+    provenance = {"added_from": added_from, "file_name": Path(path).name, "actor": actor,
                   "verdict": str(identity.verdict), "format": identity.format}  # fmt: skip
     entry = entry_from_identity(identity, bank.name, registry, name=name or Path(path).name, url=url, note=note,
                                 labels=list(labels or []), provenance=provenance)  # fmt: skip

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 from consentry.banks.signals import SignalRegistry, signal_registry
 from consentry.formats.limits import DEFAULT_LIMITS, ReadLimits
-from consentry.identity.identify import ModelIdentity, identify
+from consentry.identity.identify import ModelIdentity, identify, identify_image
 from consentry.store import Store
 from consentry.store.banks import BankEntry, SignalHit
 
@@ -45,6 +45,8 @@ class Match:
     score: float | None = None  # similarity signals only
     threshold: float | None = None
     suppressed_by: str | None = None  # name of the negative bank that suppressed it
+    measure: str = "score"  # similarity: "score" (>= threshold matches) or "distance" (<= threshold, pdq)
+    reason: str = ""  # similarity: what the signal compared, in its words
     dismissed_in: int | None = None  # the review item in which a reviewer dismissed this file's match to this entry
     review_item: int | None = None
 
@@ -76,6 +78,8 @@ class Match:
             "weak": self.weak,
             "score": self.score,
             "threshold": self.threshold,
+            "measure": self.measure if self.score is not None else None,
+            "reason": self.reason or None,
             "suppressed_by": self.suppressed_by,
             "dismissed_in": self.dismissed_in,
             "review_item": self.review_item,
@@ -104,7 +108,8 @@ class ScanResult:
             "problem": ident["problem"],
             "format": ident["format"],
             "size": ident["size"],
-            "hashes": {k: v for k, v in ident.items() if k not in ("path", "size", "format", "verdict", "problem")},
+            "hashes": {k: v for k, v in ident.items() if k not in ("path", "size", "format", "verdict", "problem", "width", "height")},
+            **({"image": {"width": ident["width"], "height": ident["height"]}} if "width" in ident else {}),
             "matches": [m.as_dict() for m in self.matches],
             "negative": [m.as_dict() for m in self.negative],
             "notes": list(self.notes),
@@ -141,7 +146,8 @@ def match_identity(store: Store, identity: ModelIdentity, registry: SignalRegist
                 continue
             matched.add(hit.entry_id)
             matches.append(Match(bank=bank.name, bank_kind=bank.kind, entry=entry, signals=[(similarity.name, hit.verdict, 0)],
-                                 score=hit.score, threshold=hit.threshold))  # fmt: skip
+                                 score=hit.score, threshold=hit.threshold, measure=getattr(hit, "measure", "score"),
+                                 reason=hit.reason))  # fmt: skip
     positive = [m for m in matches if m.bank_kind == "positive"]
     negative = [m for m in matches if m.bank_kind == "negative"]
     result = ScanResult(path=identity.path, identity=identity, status=STATUS_NO_MATCH, matches=positive, negative=negative,
@@ -223,18 +229,21 @@ def queue_matches(store: Store, result: ScanResult, *, source: str) -> None:
 
 def scan_paths(store: Store, paths: Iterable[str | os.PathLike[str]], *, queue: bool = True, source: str = "cli",
                limits: ReadLimits = DEFAULT_LIMITS, workers: int | None = None) -> Iterator[ScanResult]:  # fmt: skip
-    """Identify and match each file (folders are walked for model files, found by magic bytes)."""
+    """Identify and match each file (folders are walked for model files and images, both found
+    by magic bytes)."""
+    from consentry.images.sniff import image_format_of
     from consentry.indexing import is_model_candidate, walk_candidates
 
     registry = signal_registry()
     for target in paths:
         root = Path(target)
         if root.is_dir() and not is_model_candidate(root)[0]:
-            files = [c.path for c in walk_candidates(root) if is_model_candidate(c.path)[0]]
+            files = [c.path for c in walk_candidates(root) if is_model_candidate(c.path)[0] or image_format_of(c.path)]
         else:
             files = [root]
         for path in files:
-            result = match_identity(store, identify(path, limits=limits, workers=workers), registry)
+            identity = identify_image(path, workers=workers) or identify(path, limits=limits, workers=workers)
+            result = match_identity(store, identity, registry)
             if queue:
                 queue_matches(store, result, source=source)
             yield result

@@ -9,7 +9,9 @@ Two kinds, both returned by the same plug-in hook:
   a score against a per-bank threshold (``bank.thresholds[name]``), never by equality, so they
   have no typed value: the signal keeps what it needs when a model file is banked
   (``remember``) and finds the related bank entries for a scanned file itself (``find``).
-  Built-in: the weight ``fingerprint`` (:mod:`consentry.banks.fingerprint_matching`).
+  Built-ins: the weight ``fingerprint`` (:mod:`consentry.banks.fingerprint_matching`) and the
+  ``pdq`` image hash (:mod:`consentry.banks.pdq_matching`), whose values can also be typed and
+  imported (a similarity signal with ``normalise`` is *typed*: ``get`` and ``names`` include it).
 
 More come from plug-ins: a package that exposes an object with a ``consentry_signal_types``
 hook implementation under the entry-point group ``consentry`` is picked up by
@@ -67,6 +69,7 @@ class SimilarityHit:
     score: float
     threshold: float
     reason: str = ""
+    measure: str = "score"  # "score": a match is score >= threshold; "distance" (pdq): distance <= threshold
 
 
 @runtime_checkable
@@ -170,7 +173,63 @@ class FingerprintSignal:
                 for entry_id, verdict, score, threshold, reason in found], notes  # fmt: skip
 
 
-BUILTIN_SIMILARITY_SIGNALS: tuple[SimilaritySignalType, ...] = (FingerprintSignal(),)
+_PDQ_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class PdqSignal:
+    """Meta's PDQ image hash as a similarity signal: image banks work like StopNCII's.
+
+    Its values are typed too (``normalise``): a PDQ hash list imports like any hash list, and
+    an image added with ``bank add`` stores its PDQ as one of the entry's signals
+    (``values_for``). Matching is by Hamming distance against the scanned image's 8 dihedral
+    hashes (:mod:`consentry.banks.pdq_matching`, imported on first use: it needs numpy)."""
+
+    name = "pdq"
+    kind = SIMILARITY
+    measure = "distance"
+    description = "PDQ image hash (64 hex; ThreatExchange, StopNCII): Hamming distance <= threshold (default 31), rotations and mirrors too"
+    bits = 256
+
+    def normalise(self, text: str) -> str:
+        value = re.sub(r"^(0x|pdq:)", "", str(text).strip(), flags=re.IGNORECASE).lower()
+        if not _PDQ_HEX.match(value):
+            if re.match(r"^[0-9a-f]+$", value):
+                raise HashFormatError(f"pdq: {len(value)} hex digits, expected 64")
+            raise HashFormatError(f"pdq: not a hexadecimal hash: {str(text).strip()[:80]!r}")
+        if value == "0" * 64:
+            raise HashFormatError("pdq: the all-zero hash is what an image without detail hashes to; it cannot be matched")
+        return value
+
+    def strength(self, value: str) -> int:
+        return self.bits
+
+    def values_for(self, identity: ModelIdentity) -> list[str]:
+        """The PDQ hash to bank for an identified image (none below quality 50)."""
+        if not identity.extra:
+            return []
+        from consentry.banks.pdq_matching import banked_value
+
+        value, _why = banked_value(identity)
+        return [value] if value else []
+
+    def remember(self, store: Any, entry_id: int, path: Path, identity: ModelIdentity) -> str | None:
+        if not identity.extra:
+            return None  # not an image
+        from consentry.banks.pdq_matching import banked_value
+
+        return banked_value(identity)[1]
+
+    def find(self, store: Any, identity: ModelIdentity) -> tuple[list[SimilarityHit], list[str]]:
+        if not identity.extra:
+            return [], []
+        from consentry.banks.pdq_matching import pdq_candidates
+
+        found, notes = pdq_candidates(store, identity)
+        return [SimilarityHit(entry_id, verdict, distance, threshold, reason, self.measure)
+                for entry_id, verdict, distance, threshold, reason in found], notes  # fmt: skip
+
+
+BUILTIN_SIMILARITY_SIGNALS: tuple[SimilaritySignalType, ...] = (FingerprintSignal(), PdqSignal())
 
 
 class _Builtins:
@@ -181,6 +240,11 @@ class _Builtins:
 
 def is_similarity(signal_type: object) -> bool:
     return getattr(signal_type, "kind", EXACT) == SIMILARITY
+
+
+def is_typed(signal_type: object) -> bool:
+    """A similarity signal whose values can also be typed or imported (it has ``normalise``)."""
+    return callable(getattr(signal_type, "normalise", None))
 
 
 class SignalRegistry:
@@ -199,23 +263,31 @@ class SignalRegistry:
                 self._types[signal_type.name] = signal_type  # type: ignore[assignment]
 
     def __contains__(self, name: str) -> bool:
-        return name in self._types
+        return name in self._types or name in self._typed_similarity()
 
     def __iter__(self):
         return iter(self._types.values())
 
     def names(self) -> list[str]:
-        return list(self._types)
+        """Every signal a value can be typed or imported for: the exact ones, then the typed
+        similarity ones (pdq)."""
+        return [*self._types, *self._typed_similarity()]
+
+    def _typed_similarity(self) -> dict[str, SimilaritySignalType]:
+        return {name: t for name, t in self._similarity.items() if is_typed(t)}
 
     def similarity(self) -> list[SimilaritySignalType]:
         return list(self._similarity.values())
 
     def get(self, name: str) -> SignalType:
+        """The signal type a typed or imported value of ``name`` is (exact, or typed similarity)."""
         key = name.strip().lower()
         if key in self._similarity:
+            if is_typed(self._similarity[key]):
+                return self._similarity[key]  # type: ignore[return-value]
             raise HashFormatError(f"{key} is a similarity signal: it is computed from a model file (bank add), not typed or imported")
         if key not in self._types:
-            raise HashFormatError(f"unknown signal type {name!r} (known: {', '.join(self._types)})")
+            raise HashFormatError(f"unknown signal type {name!r} (known: {', '.join(self.names())})")
         return self._types[key]
 
     def lookups_for(self, identity: ModelIdentity) -> list[tuple[str, str]]:

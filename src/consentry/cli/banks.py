@@ -135,18 +135,21 @@ def delete_cmd(ctx: click.Context, name: str, yes: bool) -> None:
 @click.pass_context
 def add_cmd(ctx: click.Context, name: str, model_files: tuple[Path, ...], entry_name: str | None, url: str | None,
             note: str | None, labels: tuple[str, ...], actor: str | None) -> None:  # fmt: skip
-    """Add model files to a bank with all their hashes (and content_hash).
+    """Add model files or images to a bank with all their hashes (and content_hash; an image's PDQ).
 
     \b
     Example:
       consentry bank add civitai-deleted ./downloads/jane_doe_v2.safetensors --url https://civitai.com/models/123
+      consentry bank add reported-images ./report/photo.jpg
     """
     from consentry.banks.entries import add_model_file  # fingerprints, numpy: only when adding
+    from consentry.banks.signals import signal_registry
 
+    similarity = [s.name for s in signal_registry().similarity()]
     with Store.open(ctx.obj.get("db")) as store:
         for path in model_files:
             entry_id, entry = add_model_file(store, name, path, name=entry_name, url=url, note=note,
                                              labels=list(labels), actor=actor)  # fmt: skip
             state = "added" if entry_id is not None else "already in the bank"
-            fingerprint = entry.provenance.get("fingerprint")
-            click.echo(f"{path}: {state} ({', '.join(entry.signals)})" + (f"; fingerprint {fingerprint}" if fingerprint else ""))
+            kept = "".join(f"; {s} {entry.provenance[s]}" for s in similarity if entry.provenance.get(s))
+            click.echo(f"{path}: {state} ({', '.join(entry.signals)})" + kept)

@@ -24,10 +24,12 @@ EXIT_NO_MATCH, EXIT_MATCH, EXIT_QUARANTINE = 0, 1, 2
 @click.option("--queue/--no-queue", default=True, show_default=True, help="Put each match in the review queue.")
 @click.pass_context
 def scan_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, queue: bool) -> None:
-    """Check files (folders are walked) against every enabled bank.
+    """Check model files and images (folders are walked) against every enabled bank.
 
     Prints per file `match`, `no match` or `quarantine`, and for each match the bank, the
-    signal that matched and the entry's provenance. Exit status: 0 nothing matched, 1 something
+    signal that matched and the entry's provenance; an image (JPEG, PNG, WebP, GIF, BMP, TIFF,
+    by its bytes) also matches by PDQ hash, rotated and mirrored copies included, with the
+    distance and the bank's threshold. Exit status: 0 nothing matched, 1 something
     matched, 2 nothing matched but a file could not be fully checked (quarantine).
 
     \b
@@ -56,13 +58,17 @@ def _print_result(result: ScanResult) -> None:
         entry = m.entry
         where = f"{entry.name or '-'}" + (f" <{entry.url}>" if entry and entry.url else "") if entry else "-"
         signals = ", ".join(f"{t} {v}" for t, v, _bits in m.signals)
-        if m.score is not None:
+        if m.score is not None and m.measure == "distance":
+            signals += f" (distance {m.score:g} <= threshold {m.threshold:g})"
+        elif m.score is not None:
             signals += f" (score {m.score:.3f}, threshold {m.threshold:.3f})"
         suppressed = f"  [suppressed by negative bank {m.suppressed_by}]" if m.suppressed_by else ""
         if m.dismissed_in:
             suppressed += f"  [dismissed in review item #{m.dismissed_in}]"
         weak = "  [weak]" if m.weak else ""
         click.echo(f"    {m.bank_kind} bank {m.bank}: {where}  via {signals}{weak}{suppressed}")
+        if m.reason and m.measure == "distance":
+            click.echo(f"      {m.reason}")
         if entry and entry.provenance:
             provenance = ", ".join(f"{k}={v}" for k, v in entry.provenance.items() if v is not None)
             click.echo(f"      provenance: {provenance}")

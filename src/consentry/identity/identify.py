@@ -19,6 +19,7 @@ from consentry.identity.content_hash import combine
 from consentry.identity.hashes import FileHashes, hash_file, tensor_digests_for
 
 HASH_KEYS = ("sha256", "autov1", "autov2", "autov3", "autov3_short", "crc32", "crc32_conventional", "blake3")
+IMAGE_KEYS = ("pdq", "pdq_quality", "width", "height")
 
 
 @dataclass
@@ -32,6 +33,9 @@ class ModelIdentity:
     content_hash: str | None = None
     manifest: Manifest | None = field(default=None, repr=False)
     error: ModelFileError | None = field(default=None, repr=False)
+    # What similarity signals need of a file that was computed while identifying it: for an
+    # image (identify_image), its PDQ hashes and size. Empty for model files.
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         """The ``consentry hash --json`` object (keys documented in the README)."""
@@ -42,6 +46,9 @@ class ModelIdentity:
         row["content_hash"] = self.content_hash
         row["verdict"] = str(self.verdict)
         row["problem"] = self.problem
+        for key in IMAGE_KEYS:  # images only
+            if key in self.extra:
+                row[key] = self.extra[key]
         return row
 
 
@@ -96,6 +103,46 @@ def identify(path: str | os.PathLike[str], *, limits: ReadLimits = DEFAULT_LIMIT
     )
     if manifest is not None and hashes is not None and error is None:
         identity.content_hash = _content_hash(manifest, dict(hashes.tensor_digests))
+    return identity
+
+
+def identify_image(path: str | os.PathLike[str], *, workers: int | None = None) -> ModelIdentity | None:
+    """An image file (JPEG, PNG, WebP, GIF, BMP or TIFF by its magic bytes) identified for banks,
+    or None for anything else (a model container's bytes win: it is never taken for an image).
+
+    It gets the file hashes (an exact copy matches by SHA-256) and, in ``extra``, its size and
+    its 8 dihedral PDQ hashes with their quality for the ``pdq`` similarity signal. An image
+    that cannot be decoded (corrupt, a decompression bomb) is ``rejected`` with the reason and
+    keeps its file hashes; without the ``likeness`` extra it is hashed but has no PDQ."""
+    from consentry.images.sniff import image_format_of
+
+    p = Path(path)
+    if p.is_dir():
+        return None
+    fmt = image_format_of(p)
+    if fmt is None or _sniffed_format(p) not in (str(Format.UNKNOWN), str(Format.EMPTY)):
+        return None
+    try:
+        hashes = hash_file(p, workers=workers)
+    except OSError as exc:
+        return ModelIdentity(path=str(p), size=_size_or_none(p), format=fmt.lower(), verdict=Verdict.REJECTED,
+                             problem=f"cannot read: {exc.strerror or exc}")  # fmt: skip
+    identity = ModelIdentity(path=str(p), size=hashes.size, format=fmt.lower(), verdict=Verdict.CLEAN, hashes=hashes)
+    from consentry.images.pdq import pdq_dihedral_with_quality
+    from consentry.images.reading import ImageError, load_image
+
+    try:
+        rgb = load_image(p)
+        dihedral, quality = pdq_dihedral_with_quality(rgb)
+    except ImageError as exc:
+        identity.verdict, identity.problem = Verdict.REJECTED, exc.problem
+        identity.extra["pdq_unavailable"] = exc.problem
+        return identity
+    except ImportError as exc:  # the likeness extra (Pillow, pdqhash) is not installed
+        identity.extra["pdq_unavailable"] = f"image hashing not installed ({exc.name}): pip install 'consentry[likeness]'"
+        return identity
+    identity.extra.update(width=int(rgb.shape[1]), height=int(rgb.shape[0]), pdq=dihedral[0], pdq_quality=quality,
+                          pdq_dihedral=dihedral)  # fmt: skip
     return identity
 
 
