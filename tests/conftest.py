@@ -25,6 +25,9 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     monkeypatch.delenv("CONSENTRY_DB", raising=False)
+    monkeypatch.delenv("CONSENTRY_REGISTRY", raising=False)
+    monkeypatch.delenv("CONSENTRY_REGISTRY_KEY", raising=False)
+    monkeypatch.delenv("CONSENTRY_IMAGE_BASE_URL", raising=False)
 
 
 # --- store backends ---------------------------------------------------------------------------
