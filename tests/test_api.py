@@ -352,3 +352,28 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path):
                 run()
             except Unsatisfiable:  # nothing to make invalid (e.g. GET /health takes no input)
                 assert mode is GenerationMode.NEGATIVE
+
+
+def test_scan_upload_of_an_image_matches_an_image_bank_by_pdq(tmp_path: Path):
+    """An uploaded image is identified as an image: a mirrored copy of a banked photo matches by PDQ."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    from consentry.banks.entries import add_model_file as add_file
+
+    original = tmp_path / "original.png"
+    Image.fromarray(data.astronaut()).save(original)
+    with Store.open(tmp_path / "db.sqlite") as store:
+        key = store.api_keys.create("scanner-key", "scanner")
+        store.banks.create("reported-images")
+        add_file(store, "reported-images", original, actor="seed")
+    client = TestClient(create_app(tmp_path / "db.sqlite", max_upload_bytes=4 << 20), raise_server_exceptions=False)
+    mirrored = io.BytesIO()
+    Image.fromarray(data.astronaut()).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, format="JPEG", quality=90)
+    response = client.post("/v1/scan", content=mirrored.getvalue(), params={"filename": "upload.jpg"},
+                           headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"})  # fmt: skip
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "match", body
+    assert body["matches"][0]["signal"] == "pdq" and body["matches"][0]["score"] <= body["matches"][0]["threshold"]

@@ -229,7 +229,8 @@ def test_non_safetensors_rejects_get_no_autov3(tmp_path: Path):
 # ---- what the CLI loads: `consentry hash` stays small --------------------------------------
 
 HEAVY_MODULES = {"numpy", "usearch", "fastapi", "starlette", "pydantic", "uvicorn", "psycopg", "rich", "httpx",
-                 "huggingface_hub", "safetensors", "torch"}  # fmt: skip
+                 "huggingface_hub", "safetensors", "torch", "cryptography", "dlib", "onnxruntime", "PIL", "rapidfuzz",
+                 "anyascii"}  # fmt: skip
 
 
 def test_cli_import_and_hash_load_no_heavy_modules(lora: Path):

@@ -176,6 +176,8 @@ class MatchOut(BaseModel):
     weak: bool
     score: float | None
     threshold: float | None
+    measure: str | None = Field(None, description="for similarity signals: 'distance' (lower is closer, PDQ) or the score's name")
+    reason: str | None = Field(None, description="for similarity signals: how the match was found, e.g. which rotation of an image")
     suppressed_by: str | None
     dismissed_in: int | None = Field(None, description="the review item in which a reviewer dismissed this file's match to"
                                      " this entry: not flagged again, and no new item, until that item is appealed")  # fmt: skip
@@ -190,7 +192,8 @@ class ScanOut(BaseModel):
     problem: str | None
     format: str
     size: int | None
-    hashes: dict[str, str | None]
+    hashes: dict[str, str | int | None]
+    image: dict[str, int] | None = Field(None, description="for an image: its width and height")
     matches: list[MatchOut]
     negative: list[MatchOut]
     notes: list[str]

@@ -16,6 +16,8 @@ from consentry.cli.banks import bank_group
 from consentry.cli.crawl import crawl_group
 from consentry.cli.mirrors import mirrors_cmd
 from consentry.cli.remote import remote_cmd
+from consentry.cli.people import person_group, registry_group
+from consentry.cli.likeness import likeness_cmd  # also adds `person find`
 from consentry.cli import bank_io  # noqa: F401  (adds `bank import` / `bank export` to bank_group)
 from consentry.cli.demo import demo_cmd
 from consentry.cli.fingerprints import base_group, compare_cmd, fingerprint_cmd, similar_cmd
@@ -53,7 +55,8 @@ def cli(ctx: click.Context, db: str | None) -> None:
 
 for command in (hash_cmd, inspect_cmd, index_cmd, find_cmd, bank_group, scan_cmd, demo_cmd, fingerprint_cmd, compare_cmd,
                 similar_cmd, base_group, serve_cmd, apikey_group,
-                review_group, crawl_group, mirrors_cmd, remote_cmd):
+                review_group, crawl_group, mirrors_cmd, remote_cmd, likeness_cmd, person_group,
+                registry_group):
     cli.add_command(command)
 
 

@@ -260,3 +260,18 @@ def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
 
 def split_statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def iter_vector_rows(db: Database, table: str, column: str, after_id: int, batch: int):
+    """(row ids, float32 vectors) of ``table``'s little-endian float32 ``column`` after ``after_id``,
+    in batches by id: what a nearest-neighbour index is built and updated from."""
+    import numpy as np
+
+    last = after_id
+    while True:
+        rows = db.query(f"SELECT id, {column} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+        if not rows:
+            return
+        ids = np.array([r["id"] for r in rows], dtype=np.uint64)
+        yield ids, np.stack([np.frombuffer(bytes(r[column]), dtype="<f4").astype(np.float32) for r in rows])
+        last = int(ids[-1])

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from consentry.store.database import Database
+from consentry.store.database import Database, iter_vector_rows
 from consentry.store.records import utc_now
 
 
@@ -80,15 +80,7 @@ class FingerprintRepository:
 
     def iter_vectors(self, after_id: int = 0, batch: int = 10000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) in batches, for building the nearest-neighbour index."""
-        last = after_id
-        while True:
-            rows = self.db.query("SELECT id, vector FROM fingerprints WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
-            if not rows:
-                return
-            ids = np.array([r["id"] for r in rows], dtype=np.uint64)
-            vectors = np.stack([np.frombuffer(bytes(r["vector"]), dtype="<f4") for r in rows])
-            yield ids, vectors
-            last = int(ids[-1])
+        return iter_vector_rows(self.db, "fingerprints", "vector", after_id, batch)
 
     # --- base models --------------------------------------------------------------------------
 

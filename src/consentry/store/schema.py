@@ -309,4 +309,36 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX mirrors_bank ON mirrors (bank_id)
     """,
+    # 6: what was seen in images (issue 6): one row per analysed image (a hub preview or a local
+    #    file), its faces with their 128-d embeddings (the vector index behind `person find` is
+    #    built from them), its NSFW score and PDQ hash. This is hub content; the embeddings of
+    #    registered people live in the registry, a database of its own.
+    """
+    CREATE TABLE image_analyses (
+        id {pk},
+        ref TEXT NOT NULL UNIQUE,
+        hub TEXT,
+        model_remote_id TEXT,
+        url TEXT,
+        sha256 TEXT,
+        width BIGINT,
+        height BIGINT,
+        faces_total BIGINT NOT NULL DEFAULT 0,
+        nsfw {real},
+        pdq TEXT,
+        pdq_quality BIGINT,
+        problem TEXT,
+        analysed_at TEXT NOT NULL
+    );
+    CREATE INDEX image_analyses_model ON image_analyses (hub, model_remote_id);
+    CREATE TABLE image_faces (
+        id {pk},
+        analysis_id BIGINT NOT NULL REFERENCES image_analyses (id) ON DELETE CASCADE,
+        face_index BIGINT NOT NULL,
+        box TEXT NOT NULL,
+        score {real},
+        embedding {bytes} NOT NULL
+    );
+    CREATE INDEX image_faces_analysis ON image_faces (analysis_id)
+    """,
 ]

@@ -77,6 +77,7 @@ class Store:
         from consentry.store.api_keys import ApiKeyRepository
         from consentry.store.fingerprints import FingerprintRepository
         from consentry.store.hubs import HubRepository
+        from consentry.store.images import ImageRepository
         from consentry.store.mirrors import MirrorRepository
 
         self.banks = BankRepository(db)
@@ -85,6 +86,7 @@ class Store:
         self.fingerprints = FingerprintRepository(db)
         self.hubs = HubRepository(db)
         self.mirrors = MirrorRepository(db)
+        self.images = ImageRepository(db)
 
     @classmethod
     def open(cls, target: str | os.PathLike[str] | None = None) -> "Store":

@@ -15,7 +15,7 @@ from consentry.api.models import ScanOut
 from consentry.api.state import settings, store
 from consentry.api.uploads import RAW_BODY, body_to_file
 from consentry.banks.matching import match_identity, queue_matches
-from consentry.identity.identify import identify
+from consentry.identity.identify import identify, identify_image
 
 router = APIRouter(tags=["scan"])
 
@@ -39,7 +39,7 @@ async def scan_upload(request: Request, filename: str | None = Query(None, max_l
 
 
 def _scan(request: Request, path: Path, name: str) -> dict[str, Any]:
-    identity = identify(path)
+    identity = identify_image(path) or identify(path)  # an image (PDQ banks) or a model file
     # Report (and record in the review queue) the client's name, never the server's temp path.
     identity.path = name
     if identity.problem:

@@ -57,6 +57,7 @@ class CivitaiWorld:
     models: dict[int, dict[str, Any]] = field(default_factory=dict)
     deleted: set[int] = field(default_factory=set)
     file_paths: dict[int, Path] = field(default_factory=dict)  # file id -> bytes served by downloads
+    image_paths: dict[int, Path] = field(default_factory=dict)  # image id -> bytes served at its CDN path
     revision: int = 0  # bumped by every change, so the fake's caches know to rebuild
     _rng: random.Random = field(default_factory=random.Random, repr=False)
     _next_id: dict[str, int] = field(default_factory=dict, repr=False)
@@ -522,6 +523,14 @@ def create_fake_civitai(world: CivitaiWorld, shapes: Shapes | None = None) -> St
             return _error(404, "Missing model file")
         return range_response(request, path, files[0]["name"])
 
+    async def image(request: Request) -> Response:
+        """The CDN: ``/<key>/<uuid>/original=true/<id>.jpeg`` (point ``--image-base-url`` here)."""
+        stem = request.path_params["name"].split(".", 1)[0]
+        path = world.image_paths.get(int(stem)) if stem.isdigit() else None
+        if path is None:
+            return Response(b"not found", status_code=404, media_type="text/plain")
+        return range_response(request, path)
+
     app = Starlette(routes=[
         Route("/api/v1/models", models),
         Route("/api/v1/models/{id}", model),
@@ -529,6 +538,7 @@ def create_fake_civitai(world: CivitaiWorld, shapes: Shapes | None = None) -> St
         Route("/api/v1/model-versions/{id}", version),
         Route("/api/v1/images", images),
         Route("/api/download/models/{id}", download, methods=["GET", "HEAD"]),
+        Route("/{key}/{uuid}/{variant}/{name}", image, methods=["GET", "HEAD"]),
     ])  # fmt: skip
     return app
 

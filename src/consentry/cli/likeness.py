@@ -1,0 +1,146 @@
+"""``consentry likeness MODEL`` and ``consentry person find PERSON``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from consentry.cli._output import emit_json
+from consentry.cli.people import _actor, _actor_option, person_group
+
+
+def _registered_people(ctx: click.Context, actor: str, purpose: str, use_registry: bool) -> list[Any]:
+    """Everyone registered (one audited read), or nobody when there is no registry yet."""
+    from consentry.likeness import registered_people
+    from consentry.registry import Registry
+    from consentry.registry.registry import default_registry_target
+
+    if not use_registry:
+        return []
+    target = (ctx.obj or {}).get("registry") or default_registry_target()
+    if isinstance(target, Path) and not target.exists():
+        return []
+    with Registry.open(target, create=False) as registry:
+        return registered_people(registry, actor=actor, purpose=purpose)
+
+
+@click.command("likeness")
+@click.argument("model", required=False)
+@click.option("--all", "all_models", is_flag=True, help="Every model crawled into the store.")
+@click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A preview image of a local MODEL file (repeatable).")  # fmt: skip
+@click.option("--previews/--no-previews", default=True, show_default=True,
+              help="Fetch and analyse a crawled model's preview images (faces, NSFW), once.")
+@click.option("--image-base-url", envvar="CONSENTRY_IMAGE_BASE_URL",
+              help="Fetch hub images from this host instead of the one in their URL (a mirror, a proxy, the fake hub).")
+@click.option("--registry/--no-registry", "use_registry", default=True, show_default=True,
+              help="Match against the registered people (an audited read of the registry).")
+@_actor_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model, every signal in it.")
+@click.pass_context
+def likeness_cmd(ctx: click.Context, model: str | None, all_models: bool, images: tuple[Path, ...], previews: bool,
+                 image_base_url: str | None, use_registry: bool, actor: str | None, as_json: bool) -> None:  # fmt: skip
+    """How likely MODEL reproduces a real person, and which registered one, with every signal:
+    names in its text and inside the file (training folders, output name, tags), faces in its
+    previews (one identity dominating, matches to registered people), NSFW scores.
+
+    MODEL is a local file, or a crawled model as HUB:ID (e.g. civitai:2808125); --all assesses
+    every crawled model.
+
+    \b
+    Examples:
+      consentry likeness LORA.safetensors --image preview1.jpg --image preview2.jpg
+      consentry likeness civitai:2808125 --json
+    """
+    from consentry.likeness import assess_all, assess_file
+    from consentry.store import Store
+
+    if not model and not all_models:
+        raise click.UsageError("give MODEL (a file or HUB:ID) or --all")
+    people = _registered_people(ctx, _actor(actor), "likeness", use_registry)
+    with Store.open(ctx.obj.get("db")) as store:
+        if model and Path(model).exists():
+            reports = [assess_file(store, model, images=list(images), people=people)]
+        else:
+            targets = None
+            if model:
+                hub, sep, remote_id = model.partition(":")
+                if not sep or not remote_id:
+                    raise click.BadParameter(f"{model!r} is neither a file nor HUB:ID", param_hint="MODEL")
+                if store.hubs.get("hub_models", hub, remote_id) is None:
+                    raise click.BadParameter(f"no crawled model {model!r} in {store.path}", param_hint="MODEL")
+                targets = [(hub, remote_id)]
+            reports = assess_all(store, targets, people=people, previews=previews, image_base=image_base_url)
+        flagged = 0
+        for report in reports:
+            flagged += report.score >= 0.5
+            emit_json(report.as_dict()) if as_json else _print(report)
+    if model and not as_json:
+        return
+    if not as_json:
+        click.echo(f"\n{flagged} model(s) likely reproduce a real person")
+
+
+def _print(report) -> None:
+    click.echo(f"{report.ref}  ({report.title})")
+    click.echo(f"  {report.verdict}  score {report.score:.2f}  (thresholds: person {report.thresholds['person']}, "
+               f"likely {report.thresholds['likely']}, possible {report.thresholds['possible']})")  # fmt: skip
+    for person in report.people:
+        click.echo(f"  registered {person.display_name} [{person.person_id[:8]}]  score {person.score:.2f}")
+        for s in person.signals:
+            click.echo(f"    {s['kind']:<22} {s['field']:<16} {s['detail']}" + (f": {s['text']!r}" if s.get("text") else ""))
+    for s in report.signals:
+        click.echo(f"  {s['kind']:<24} {s['field']:<16} {s['detail']}" + (f": {s['text']!r}" if s.get("text") else ""))
+    if report.faces:
+        f = report.faces
+        share = f", one identity in {f.dominant_images} of {f.with_faces}" if f.with_faces else ""
+        click.echo(f"  previews: {f.previews} analysed, {f.with_faces} with faces ({f.faces} faces){share}")
+        for n in f.nsfw:
+            click.echo(f"    {n['ref']}: NSFW {n['nsfw']:.3f}")
+        for u in f.unreadable:
+            click.echo(f"    {u['ref']}: {u['problem']}")
+    if report.hub_nsfw_level is not None:
+        from consentry.hubs.civitai import decode_nsfw_level
+
+        click.echo(f"  hub nsfwLevel {report.hub_nsfw_level} ({', '.join(decode_nsfw_level(report.hub_nsfw_level)) or 'unrated'})")
+    for note in report.notes:
+        click.echo(f"  note: {note}")
+
+
+@person_group.command("find")
+@click.argument("person")
+@click.option("--top", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Record what was found as the person's matches in the registry (erased on withdrawal).")
+@_actor_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def person_find_cmd(ctx: click.Context, person: str, top: int, record: bool, actor: str | None, as_json: bool) -> None:
+    """Everything in the store that reproduces PERSON (id or exact display name), ranked, with
+    the evidence: crawled models naming them in their text or inside their files, and analysed
+    images showing their face (through the face index)."""
+    from consentry.cli.people import _open
+    from consentry.likeness import RegisteredPerson, find_person
+    from consentry.store import Store
+
+    who = _actor(actor)
+    with _open(ctx) as registry:
+        record_of = registry.resolve(person, actor=who, purpose="person find")
+        target = RegisteredPerson(record_of.id, record_of.display_name, record_of.names(), tuple(record_of.handles),
+                                  tuple(record_of.embeddings))  # fmt: skip
+        with Store.open((ctx.find_root().obj or {}).get("db")) as store:
+            found = find_person(store, target, top=top)
+        if record:
+            for finding in found:
+                registry.record_match(target.person_id, kind="person-find", target=finding.ref,
+                                      evidence={"score": finding.score, "signals": finding.signals}, actor=who)  # fmt: skip
+    if as_json:
+        emit_json({"person_id": target.person_id, "found": [f.as_dict() for f in found]})
+        return
+    click.echo(f"{len(found)} finding(s) for person {target.person_id[:8]}")
+    for f in found:
+        click.echo(f"  {f.score:.2f}  {f.ref}  {f.title or ''}  {f.url or ''}")
+        for s in f.signals:
+            click.echo(f"        {s['kind']:<22} {s['field']:<16} {s['detail']}")
