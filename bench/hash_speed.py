@@ -1,7 +1,7 @@
 """Benchmark ``hash_file`` against one plain SHA-256 pass and the one-pass-per-hash baseline.
 
 Usage: ``python bench/hash_speed.py [--size-mib 1024] [--file F.safetensors] [--workers 2]
-[--chunk-mib 4] [--repeat 3]``. Builds a real safetensors file (a handful of large F16 tensors)
+[--chunk-mib 2] [--repeat 3]``. Builds a real safetensors file (a handful of large F16 tensors)
 in a temp dir unless ``--file`` is given, warms the page cache, then times in the same run:
 (a) one plain SHA-256 pass, (b) separate passes for SHA-256, AutoV3, CRC32, BLAKE3, AutoV1,
 (c) ``hash_file`` with AutoV3 and tensor digests. Peak RSS of (c) is measured in a child
@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--file", type=Path, help="an existing safetensors file (default: build one)")
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--chunk-mib", type=float, default=4)
+    ap.add_argument("--chunk-mib", type=float, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     chunk = int(args.chunk_mib * (1 << 20))

@@ -8,13 +8,10 @@ BLAKE3 of every tensor's bytes that lie raw in the file (``TensorInfo.file_range
 :func:`consentry.identity.content_hash.combine` turns into the content hash.
 
 Design (measured on the 2-core CI-like machine, 1 GiB safetensors file in the page cache; see
-``bench/hash_speed.py`` and the README's performance table). Uncontended, one plain SHA-256
-pass took ~0.58 s and ``hash_file`` 0.73 s (1.26x, an earlier session's figures; the floor
-estimate below, ~0.80 s, is a rough CPU budget). Wall times move a lot with load: the latest rerun, with another process holding one of the two cores (load
-average 2.3-2.9), measured 1.12 s for the SHA-256 pass (0.79 CPU s) and 2.59 s for
-``hash_file`` (2.41 CPU s, all threads), i.e. 2.31x; the CPU seconds are the steadier figure.
-Memory does not depend on load: 32 MiB above an idle interpreter (the ring below), and
-``consentry hash`` on 1 GiB peaks at 56.6 MiB RSS, CLI and imports included.
+``bench/hash_speed.py`` and the README's performance table): one plain SHA-256 pass takes
+0.76 s there and ``hash_file`` 1.06 s (1.39x), 1.96 CPU s in all. Wall times move with load and
+with the host: the CPU seconds are the steadier figure. Memory does not depend on either: 32 MiB
+above an idle interpreter (the ring below); ``consentry hash`` on 1 GiB peaks at 57 MiB RSS.
 
 * Model files are many GB, so the file is read exactly once. The calling thread reads with
   ``readinto`` into a ring of preallocated buffers: no per-chunk allocation, and the ring
@@ -23,16 +20,18 @@ Memory does not depend on load: 32 MiB above an idle interpreter (the ring below
   range) cannot share state. CRC32 (6 GB/s), BLAKE3 (9 GB/s, twice: whole file and tensors)
   and the copy out of the page cache add ~0.5 s of CPU, so the 2-core floor is ~0.80 s,
   ~1.4x one SHA-256 pass, if nothing overlaps (see above for what was measured).
-* Each hash is a *job* with its own FIFO of chunks; ``workers`` threads each take whichever
-  idle job has the longest backlog. hashlib, zlib.crc32 and blake3 release the GIL on large
-  buffers, so the threads run truly in parallel, and the longest-backlog rule keeps both cores
-  on the SHA-256 jobs while the cheap jobs fill the gaps. Measured alternatives, all slower:
-  static splits ({SHA, CRC32} / {AutoV3, BLAKE3, tensors}: +3%; other splits +8%), one thread
-  per SHA-256 plus one for the rest (+9%), 3 workers (+11%: the reader needs CPU too; 5 workers
-  was far worse), blake3 ``max_threads=2`` (+20%: both cores are already busy).
-  One job never runs on two threads at once, so every hasher sees its chunks in file order.
-* Chunk size barely matters between 2 and 16 MiB (within 3%, below the noise); 1 MiB is a
-  little slower from per-chunk overhead. 4 MiB keeps 8 chunks in the 32 MiB ring.
+* The reading thread runs the whole-file jobs (SHA-256, BLAKE3, CRC-32) on each chunk it has
+  just read, while the chunk is in its core's cache: on this project's host, handing every chunk
+  to another core cost more than it saved (a bare two-thread read→SHA-256 handoff was 19% slower
+  than one thread doing both). The other jobs (AutoV3's SHA-256, AutoV1 and the tensor digests)
+  each have a FIFO of chunks; ``workers - 1`` threads each take whichever idle job has the
+  longest backlog. hashlib, zlib.crc32 and blake3 release the GIL on large buffers, so the
+  threads run truly in parallel. On the earlier host, with every job on worker threads, these
+  were measured and found slower: other static splits (+3% to +8%), one thread per SHA-256 plus
+  one for the rest (+9%), 3 workers (+11%), blake3 ``max_threads=2`` (+20%). One job never
+  runs on two threads at once, so every hasher sees its chunks in file order.
+* Chunks of 2 MiB: the reading thread's three jobs then find the chunk in cache (4 MiB measured
+  1.50x, 2 MiB 1.39x, 1 MiB 1.43x here); 16 chunks fill the 32 MiB ring.
 * Tensor digests take memoryview slices of the chunk (no copies); a tensor wholly inside one
   chunk is hashed in one call, so a LoRA's ~1,000 small tensors cost ~5 us each.
 """
@@ -62,7 +61,7 @@ AUTOV1_OFFSET = 0x100000
 AUTOV1_LENGTH = 0x10000
 AUTOV1_MIN_SIZE = 0x200000  # Civitai's HashTask: smaller files get no AutoV1
 
-DEFAULT_CHUNK_SIZE = 4 << 20
+DEFAULT_CHUNK_SIZE = 2 << 20  # 2 MiB: a chunk stays in the reading core's cache for its three whole-file jobs
 MAX_IN_FLIGHT = 32 << 20  # bytes of file data held in the ring at once
 
 _EMPTY_BLAKE3 = blake3(b"").digest()
@@ -255,18 +254,32 @@ class _Pipeline:
             i = self.free_ids.pop()
         return i, memoryview(self.buffers[i])
 
-    def submit(self, buf_id: int, start: int, view: memoryview) -> None:
+    def submit(self, buf_id: int, start: int, view: memoryview, inline: Sequence[Any] = ()) -> None:
+        """Queue the chunk for the workers' jobs, then run the ``inline`` jobs on it on this
+        thread, while the chunk is still in this core's cache."""
         end = start + len(view)
+        mine = [job for job in inline if job.wants(start, end)]
         with self.cond:
             n = 0
             for j, job in enumerate(self.jobs):
                 if job.wants(start, end):
                     self.queues[j].append((buf_id, start, view))
                     n += 1
-            if n == 0:
+            if n + len(mine) == 0:
                 self.free_ids.append(buf_id)
-            else:
-                self.refs[buf_id] = n
+                return
+            self.refs[buf_id] = n + (1 if mine else 0)
+            self.cond.notify_all()
+        if not mine:
+            return
+        try:
+            for job in mine:
+                job.update(start, view)
+        finally:
+            with self.cond:
+                self.refs[buf_id] -= 1
+                if self.refs[buf_id] == 0:
+                    self.free_ids.append(buf_id)
                 self.cond.notify_all()
 
     def _pick(self) -> int | None:
@@ -368,6 +381,10 @@ class _Jobs:
             jobs.append(self.ranges)
         return jobs
 
+    def whole_file(self) -> list[Any]:
+        """The jobs that read every byte: run by the reading thread in a pipeline."""
+        return [self.sha, self.b3, self.crc]
+
     def result(self) -> FileHashes:
         sha = self.sha.hasher.hexdigest().upper()
         autov3 = self.tail.hasher.hexdigest().upper() if self.tail is not None else None
@@ -448,9 +465,14 @@ def hash_file(
                     if job.wants(start, start + len(view)):
                         job.update(start, view)
         else:
-            with _Pipeline(job_list, min(nworkers, len(job_list)), chunk_size) as pipe:
+            # The reading thread runs the whole-file jobs (SHA-256, BLAKE3, CRC-32) on each chunk
+            # it has just read, while it is in its core's cache; the other threads take the
+            # range jobs (AutoV3, tensor digests). Handing every chunk across cores cost more.
+            inline = [job for job in job_list if job in jobs.whole_file()]
+            rest = [job for job in job_list if job not in inline]
+            with _Pipeline(rest, max(1, min(nworkers - 1, len(rest))), chunk_size) as pipe:
                 for start, buf_id, view in _read_chunks(fh, size, pipe.take_buffer, path):
-                    pipe.submit(buf_id, start, view)
+                    pipe.submit(buf_id, start, view, inline)
     return jobs.result()
 
 
