@@ -7,7 +7,6 @@ tracebacks instead.
 
 from __future__ import annotations
 
-import os
 import click
 
 from consentry import __version__
@@ -23,23 +22,10 @@ from consentry.cli.demo import demo_cmd
 from consentry.cli.fingerprints import base_group, compare_cmd, fingerprint_cmd, similar_cmd
 from consentry.cli.scan import scan_cmd
 from consentry.cli.serve import apikey_group, review_group, serve_cmd
-from consentry.errors import ConsentryError
+from consentry.cli._output import OneLineErrors
 
 
-class _ConsentryGroup(click.Group):
-    """Turns library errors into one stderr line and their exit status, for every command."""
-
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except ConsentryError as exc:
-            if os.environ.get("CONSENTRY_DEBUG"):
-                raise
-            click.echo(f"consentry: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-
-
-@click.group(cls=_ConsentryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="consentry")
 @click.option(
     "--db",

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
+
+from consentry.errors import ConsentryError
+
+
+class OneLineErrors(click.Group):
+    """Turns library errors into one stderr line and their exit status, for every command below
+    it (``CONSENTRY_DEBUG=1`` shows tracebacks instead)."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except ConsentryError as exc:
+            if os.environ.get("CONSENTRY_DEBUG"):
+                raise
+            click.echo(f"consentry: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
 
 
 def emit_json(obj: Any) -> None:

@@ -15,22 +15,7 @@ from typing import Any
 
 import click
 
-from consentry.cli._output import emit_json
-from consentry.errors import ConsentryError
-
-
-class _RegistryGroup(click.Group):
-    """Library errors become one stderr line and their exit status (as under the main group),
-    so the groups behave the same when invoked on their own."""
-
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except ConsentryError as exc:
-            if os.environ.get("CONSENTRY_DEBUG"):
-                raise
-            click.echo(f"consentry: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+from consentry.cli._output import OneLineErrors, emit_json
 
 
 def _registry_option(function: Any) -> Any:
@@ -76,7 +61,7 @@ def _actor(actor: str | None) -> str:
 # --- consentry person ... -----------------------------------------------------------------------
 
 
-@click.group("person", cls=_RegistryGroup)
+@click.group("person", cls=OneLineErrors)
 @_registry_option
 @click.pass_context
 def person_group(ctx: click.Context, registry_target: str | None) -> None:
@@ -209,7 +194,7 @@ def person_withdraw_cmd(ctx: click.Context, person: str, yes: bool, actor: str |
 # --- consentry registry ... ---------------------------------------------------------------------
 
 
-@click.group("registry", cls=_RegistryGroup)
+@click.group("registry", cls=OneLineErrors)
 @_registry_option
 @click.pass_context
 def registry_group(ctx: click.Context, registry_target: str | None) -> None:

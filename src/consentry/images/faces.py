@@ -56,7 +56,6 @@ with the distance shown; several reference photos per person help.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import os
@@ -228,17 +227,9 @@ def model_dir() -> str:
 
 
 def _checked(path: str) -> str:
-    name = os.path.basename(path)
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise FaceModelError(f"face model {name} cannot be read: {exc.strerror or exc}") from None
-    if digest.hexdigest() != MODEL_SHA256[name]:
-        raise FaceModelError(f"face model {name} has SHA-256 {digest.hexdigest()}, expected {MODEL_SHA256[name]}")
-    return path
+    from consentry.images.model_files import verified
+
+    return verified(path, MODEL_SHA256[os.path.basename(path)], "face model", FaceModelError)
 
 
 def _load_models() -> _Models:

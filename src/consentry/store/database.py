@@ -226,23 +226,25 @@ class Database:
 
     # --- schema --------------------------------------------------------------------------------
 
-    def migrate(self, migrations: Sequence[str]) -> None:
-        """Apply the migrations not yet applied, all in one transaction (all or none)."""
+    def migrate(self, migrations: Sequence[str], *, table: str = "schema_migrations", what: str = "database",
+                lock: int = 7723011) -> None:  # fmt: skip
+        """Apply the migrations not yet applied (recorded in ``table``), in the current or a new
+        transaction: all or none. The store and the registry each keep their own list."""
         with self.transaction():
             # Two processes starting at once must not both migrate (SQLite's BEGIN IMMEDIATE already
             # serialises them). The lock comes first: PostgreSQL's CREATE TABLE IF NOT EXISTS is not
             # safe against a concurrent twin (it fails on a duplicate pg_type row).
             if self.dialect == "postgresql":
-                self.execute("SELECT pg_advisory_xact_lock(7723011)")
-            self.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-            row = self.query_one("SELECT max(version) AS v FROM schema_migrations")
+                self.execute("SELECT pg_advisory_xact_lock(?)", (lock,))
+            self.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            row = self.query_one(f"SELECT max(version) AS v FROM {table}")
             version = (row["v"] if row else None) or 0
             if version > len(migrations):
-                raise StoreError(f"{self.label}: database schema v{version} is newer than this consentry (v{len(migrations)})")
+                raise StoreError(f"{self.label}: {what} schema v{version} is newer than this consentry (v{len(migrations)})")
             for number in range(version, len(migrations)):
                 for statement in split_statements(self._dialect_words(migrations[number])):
                     self.execute(statement)
-                self.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (number + 1, utc_now()))
+                self.execute(f"INSERT INTO {table} (version, applied_at) VALUES (?, ?)", (number + 1, utc_now()))
 
 
 def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
