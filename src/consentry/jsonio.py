@@ -6,6 +6,7 @@ sorted keys: the same value always gives the same text."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -20,28 +21,39 @@ def dumps(value: Any) -> str:
         return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
-# A number of 20 digits or more may not fit 64 bits (2**64 has 20 digits). To find one cheaply,
-# blanks are dropped, digits map to "0", the characters that can come before a number (``:``,
-# ``,``, ``[``) to ":", "-" stays and the rest becomes "x"; then twenty "0"s right after ":"
-# mark a long number (a hash in a string starts with a quote, so it does not match; a false
-# alarm only costs the exact, slower parse). Both steps run in C at memory speed.
+# orjson reads integers exactly from -2**63 to 2**64 - 1 and anything beyond as a float. Only a
+# number of 20 digits (or a negative one of 19) can lie beyond. To find one cheaply, a translation
+# (C, at memory speed, keeping positions) maps digits to "0", what can come before a number
+# (``:``, ``,``, ``[`` and blanks) to ":", keeps "-" and turns the rest into "x"; a long enough run
+# of "0"s right after ":" marks a candidate (a hash in a string starts with a quote, so it does not
+# match). Each candidate is then read exactly: Civitai's seeds fill 64 bits, so most pages hold
+# one, and only a value orjson would really get wrong takes the slow parse.
 def _class(c: int) -> int:
     ch = chr(c)
     if "0" <= ch <= "9":
         return ord("0")
-    if ch in ":,[":
+    if ch in ":,[ \t\r\n":
         return ord(":")
     return c if ch == "-" else ord("x")
 
 
 _NUMBER_CLASSES = bytes(_class(c) for c in range(256))
-_BLANKS = b" \t\r\n"
-_LONG_NUMBER = (b":" + b"0" * 20, b":-" + b"0" * 20)
+_CANDIDATES = (b":" + b"0" * 20, b":-" + b"0" * 19)
+_DIGIT_RUN = re.compile(rb"-?0+")
+_EXACT = range(-(2**63), 2**64)
 
 
 def _has_long_number(raw: bytes) -> bool:
-    classes = raw.translate(_NUMBER_CLASSES, _BLANKS)
-    return any(pattern in classes for pattern in _LONG_NUMBER)
+    """Whether ``raw`` holds an integer literal outside what orjson reads exactly."""
+    classes = raw.translate(_NUMBER_CLASSES)
+    for pattern in _CANDIDATES:
+        at = classes.find(pattern)
+        while at != -1:
+            end = _DIGIT_RUN.match(classes, at + 1).end()  # type: ignore[union-attr]
+            if raw[end : end + 1] not in (b".", b"e", b"E") and int(raw[at + 1 : end]) not in _EXACT:
+                return True
+            at = classes.find(pattern, end)
+    return False
 
 
 def loads(data: str | bytes | bytearray) -> Any:

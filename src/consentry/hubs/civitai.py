@@ -55,9 +55,12 @@ _HASH_COLUMNS = {"SHA256": "sha256", "AutoV1": "autov1", "AutoV2": "autov2", "Au
                  "BLAKE3": "blake3"}  # fmt: skip
 
 
+_DECODED_LEVELS = tuple(tuple(label for bit, label in NSFW_LABELS if bits & bit) for bits in range(64))
+
+
 def decode_nsfw_level(bits: int | None) -> list[str]:
     """Labels of Civitai's nsfwLevel bitmask (§1.4): ``7`` → ``["PG", "PG-13", "R"]``; 0 (unrated) → ``[]``."""
-    return [label for bit, label in NSFW_LABELS if (bits or 0) & bit]
+    return list(_DECODED_LEVELS[(bits or 0) & 63])  # a table: the crawl decodes every record's level
 
 
 @dataclass

@@ -354,6 +354,12 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
+def _page(items: bytes, metadata: dict[str, Any]) -> Response:
+    """A listing page from items serialised once (serving is then a join, not a dump)."""
+    body = b'{"items":[' + items + b'],"metadata":' + json.dumps(metadata, separators=(",", ":")).encode() + b"}"
+    return Response(body, media_type="application/json")
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return _json({"error": message}, status, headers)
 
@@ -371,12 +377,13 @@ class _Cache:
         self.versions: dict[int, tuple[dict, dict]] = {}
         self.hashes: dict[str, tuple[dict, dict]] = {}
         self.images: dict[tuple[int, str | None], list[tuple[dict, dict]]] = {}
+        self.shaped: dict[tuple[int, bool, bool], bytes] = {}
         self.listings: dict[tuple, list[dict]] = {}
 
     def fresh(self) -> "_Cache":
         key = (self.world.revision, len(self.world.models), len(self.world.deleted))
         if key != self.key:
-            self.key, self.items, self.images, self.listings = key, {}, {}, {}
+            self.key, self.items, self.images, self.shaped, self.listings = key, {}, {}, {}, {}
             self.versions, self.hashes = {}, {}
             for model in self.world.models.values():
                 for version in model["modelVersions"]:
@@ -397,6 +404,14 @@ class _Cache:
         data = self.items.get(model["id"])
         if data is None:
             data = self.items[model["id"]] = json.dumps(listing_item(model), separators=(",", ":"), ensure_ascii=False).encode()
+        return data
+
+    def image_item(self, image: dict[str, Any], model: dict[str, Any], with_meta: bool, nested: bool) -> bytes:
+        key = (image["id"], with_meta, nested)
+        data = self.shaped.get(key)
+        if data is None:
+            item = shaped_image(image, model, with_meta=with_meta, nested=nested)
+            data = self.shaped[key] = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
         return data
 
     def image_rows(self, level: int, sort: str | None) -> list[tuple[dict, dict]]:
@@ -464,8 +479,7 @@ def create_fake_civitai(world: CivitaiWorld, shapes: Shapes | None = None) -> St
         error, chunk, metadata = paged(request, rows, 100, "composite")
         if error:
             return error
-        body = b'{"items":[' + b",".join(fresh.item(m) for m in chunk) + b'],"metadata":' + json.dumps(metadata).encode() + b"}"
-        return Response(body, media_type="application/json")
+        return _page(b",".join(fresh.item(m) for m in chunk), metadata)
 
     async def model(request: Request) -> Response:
         raw = request.path_params["id"]
@@ -509,7 +523,8 @@ def create_fake_civitai(world: CivitaiWorld, shapes: Shapes | None = None) -> St
             return error
         with_meta = q.get("withMeta", "false").lower() == "true"
         nested = bool(q.get("modelId")) and not q.get("modelVersionId") and q.get("flatMeta") != "true"
-        return _json({"items": [shaped_image(i, m, with_meta=with_meta, nested=nested) for m, i in chunk], "metadata": metadata})
+        items = b",".join(fresh.image_item(i, m, with_meta, nested) for m, i in chunk)
+        return _page(items, metadata)
 
     async def download(request: Request) -> Response:
         """``/api/download/models/{versionId}[?fileId=]``: the file's bytes, honouring Range."""
