@@ -441,6 +441,84 @@ def test_tampered_ciphertext_is_an_error_naming_the_id(tmp_path: Path):
         assert NAME not in str(err.value) and OTHER not in str(err.value)
 
 
+# --- key rotation --------------------------------------------------------------------------------
+
+
+def _sealed_blobs(registry: Registry) -> list[bytes]:
+    rows = registry.db.query("SELECT record AS v FROM people UNION ALL SELECT value FROM person_signals "
+                             "UNION ALL SELECT value FROM person_matches")  # fmt: skip
+    return [bytes(r["v"]) for r in rows]
+
+
+def test_rekey_moves_every_value_to_the_new_key(registry_target: str):
+    with Registry.open(registry_target, key=RAW_KEY) as registry:
+        quill = add_quill(registry)
+        other = registry.add_person(OTHER, embeddings=[embedding(2)], consent_by=OTHER, consent_scope="s", entered_by="ren")
+        registry.record_match(quill.id, kind="model", target="civitai:555", evidence={"title": NAME}, actor="ren")
+        before = _sealed_blobs(registry)
+        assert len(before) == 6  # 2 records, 2 embeddings + 1 PDQ hash, 1 match
+        assert registry.rekey(PASSPHRASE, "ren") == 6
+        after = _sealed_blobs(registry)
+        assert not set(before) & set(after)  # every value sealed anew
+        rekeyed = [e for e in registry.audit_entries() if e.action == "rekey"]
+        assert len(rekeyed) == 1 and rekeyed[0].person_ids == () and rekeyed[0].actor == "ren" and NAME not in rekeyed[0].note
+        assert registry.verify_audit().ok
+    with pytest.raises(RegistryKeyError, match="encrypted with a passphrase"):
+        Registry.open(registry_target, key=RAW_KEY)
+    with Registry.open(registry_target, key=PASSPHRASE) as registry:
+        got = registry.get(quill.id, "ren", "t")
+        assert (got.display_name, got.aliases, got.handles, got.pdq) == (NAME, ALIASES, HANDLES, ["f" * 16 + "0" * 48])
+        np.testing.assert_array_equal(got.embeddings[0], embedding(1))
+        assert dict(registry.reference_embeddings("ren", "t")).keys() == {quill.id, other.id}
+        assert registry.matches(quill.id, "ren", "t")[0].evidence == {"title": NAME}
+        assert registry.status().kdf == "scrypt"
+
+
+def test_rekey_leaves_no_old_ciphertext_or_wrapped_key_in_the_files(tmp_path: Path):
+    path = tmp_path / "registry.db"
+    with Registry.open(path, key=RAW_KEY) as registry:
+        add_quill(registry)
+        old_wrapped = registry.db.query_one("SELECT value FROM registry_meta WHERE name = 'wrapped_key'")["value"].encode()
+        old = [blob[13:45] for blob in _sealed_blobs(registry)]  # 32 bytes of each ciphertext, after version and nonce
+        assert len(leaks(path, [old_wrapped, *old])) >= 1 + len(old)  # present before: the check below means something
+        registry.rekey(PASSPHRASE, "ren")
+        assert leaks(path, [old_wrapped, *old]) == []
+    assert leaks(path, [old_wrapped, *old]) == []
+
+
+def test_rekey_encrypts_a_clear_registry(tmp_path: Path):
+    path = tmp_path / "registry.db"
+    needles = secrets_of(embedding(1))
+    with Registry.open(path) as registry:
+        quill = add_quill(registry)
+        assert len(leaks(path, needles)) >= len(needles)
+        registry.rekey(RAW_KEY, "ren")
+        assert registry.encrypted and leaks(path, needles) == []
+    with pytest.raises(RegistryKeyError, match="is encrypted: set CONSENTRY_REGISTRY_KEY"):
+        with Registry.open(path) as locked:
+            locked.get(quill.id, "ren", "t")
+    with Registry.open(path, key=RAW_KEY) as registry:
+        assert registry.get(quill.id, "ren", "t").display_name == NAME
+
+
+def test_rekey_without_the_key_or_over_a_damaged_value_changes_nothing(tmp_path: Path):
+    path = tmp_path / "registry.db"
+    with Registry.open(path, key=RAW_KEY) as registry:
+        quill = add_quill(registry)
+        other = registry.add_person(OTHER, consent_by=OTHER, consent_scope="s", entered_by="ren")
+    with Registry.open(path) as locked, pytest.raises(RegistryKeyError, match="set CONSENTRY_REGISTRY_KEY"):
+        locked.rekey(PASSPHRASE, "ren")
+    with Registry.open(path, key=RAW_KEY) as registry:
+        registry.db.execute("UPDATE people SET record = (SELECT record FROM people WHERE id = ?) WHERE id = ?", (quill.id, other.id))
+        before = _sealed_blobs(registry)
+        with pytest.raises(RegistryError, match=f"person {other.id}: a stored value cannot be read, nothing was re-encrypted") as err:
+            registry.rekey(PASSPHRASE, "ren")
+        assert NAME not in str(err.value) and OTHER not in str(err.value)
+        assert _sealed_blobs(registry) == before
+        assert registry.get(quill.id, "ren", "t").display_name == NAME  # still the old key's
+        assert [e.action for e in registry.audit_entries()].count("rekey") == 0
+
+
 # --- input and errors ----------------------------------------------------------------------------
 
 
@@ -660,6 +738,57 @@ def test_cli_encrypted_status_wrong_key_and_tampering(tmp_path: Path):
     assert nobody.exit_code == 2 and "give --actor" in nobody.output
     key = run(registry_group, ["new-key"]).stdout.strip()
     assert len(base64.b64decode(key)) == 32
+
+
+def test_cli_rekey(tmp_path: Path):
+    from consentry.cli.people import person_group, registry_group
+
+    reg = str(tmp_path / "registry.db")
+    env = {"CONSENTRY_REGISTRY": reg, "CONSENTRY_REGISTRY_KEY": RAW_KEY}
+    assert run(person_group, ["add", NAME, "--consent-by", "x", "--consent-scope", "s"], **env).exit_code == 0
+    missing = run(registry_group, ["rekey"], **env)
+    assert missing.exit_code == 2 and "set CONSENTRY_REGISTRY_NEW_KEY" in missing.output
+    same = run(registry_group, ["rekey"], **env, CONSENTRY_REGISTRY_NEW_KEY=RAW_KEY)
+    assert same.exit_code == 2 and "is the current key" in same.output
+    done = run(registry_group, ["rekey", "--actor", "ren"], **env, CONSENTRY_REGISTRY_NEW_KEY=PASSPHRASE)
+    assert done.exit_code == 0 and "re-encrypted 1 value(s) under the new key" in done.stdout
+    assert run(person_group, ["list"], **env).exit_code == 2  # the old key opens nothing
+    listed = run(person_group, ["list"], CONSENTRY_REGISTRY=reg, CONSENTRY_REGISTRY_KEY=PASSPHRASE)
+    assert listed.exit_code == 0 and NAME in listed.stdout
+
+
+def test_cli_add_from_an_intake_file_keeps_names_off_the_command_line(tmp_path: Path):
+    from consentry.cli.people import person_group, registry_group
+
+    reg = str(tmp_path / "registry.db")
+    intake = tmp_path / "intake.json"
+    intake.write_text(json.dumps({"name": NAME, "aliases": [ALIASES[1]], "handles": list(HANDLES), "consent_by": CONSENT_BY,
+                                  "consent_scope": "takedowns", "consent_at": "2026-03-01T14:00Z"}), encoding="utf-8")  # fmt: skip
+    added = run(person_group, ["--registry", reg, "add", "--intake", str(intake), "--alias", ALIASES[0], "--json"])
+    assert added.exit_code == 0, added.output
+    shown = json.loads(run(person_group, ["--registry", reg, "show", json.loads(added.stdout)["id"], "--json"]).stdout)
+    assert shown["display_name"] == NAME and sorted(shown["aliases"]) == sorted(ALIASES) and shown["handles"] == list(HANDLES)
+    assert shown["consent"]["by"] == CONSENT_BY and shown["consent"]["at"].startswith("2026-03-01T14:00")
+    from_stdin = CliRunner().invoke(person_group, ["--registry", reg, "add", "--intake", "-", "--json"],
+                                    input=json.dumps({"name": OTHER, "consent_by": OTHER, "consent_scope": "s"}))  # fmt: skip
+    assert from_stdin.exit_code == 0, from_stdin.output
+    bad = {
+        "not json": ("{" + NAME, "not a UTF-8 JSON object (line 1)"),
+        "a list": (json.dumps([NAME]), "not a JSON object"),
+        "unknown key": (json.dumps({"name": NAME, "nickname": ALIASES[0]}), "unknown key(s) 'nickname'"),
+        "wrong type": (json.dumps({"name": NAME, "aliases": ALIASES[0]}), "'aliases' must be a list of strings"),
+        "missing consent": (json.dumps({"name": NAME}), "missing --consent-by (or 'consent_by' in the --intake file)"),
+        "given twice": (json.dumps({"name": NAME, "consent_by": "x", "consent_scope": "s"}), "'name' is given both"),
+        "photo missing": (json.dumps({"name": NAME, "consent_by": "x", "consent_scope": "s", "photos": [f"/nowhere/{NAME}.jpg"]}),
+                          "a path under 'photos' is not a readable file"),
+    }  # fmt: skip
+    for case, (text, message) in bad.items():
+        intake.write_text(text, encoding="utf-8")
+        args = ["--registry", reg, "add", "--intake", str(intake)] + ([OTHER] if case == "given twice" else [])
+        result = run(person_group, args)
+        assert result.exit_code == 2 and message in result.output, (case, result.output)
+        assert NAME not in result.output and ALIASES[0] not in result.output, case
+    assert "people      2" in run(registry_group, ["--registry", reg, "status"]).stdout
 
 
 def test_cli_module_imports_nothing_heavy():

@@ -9,6 +9,7 @@ group), else ``$CONSENTRY_REGISTRY``, else ``~/.local/share/consentry/registry.d
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 import click
 
 from consentry.cli._output import OneLineErrors, emit_json
+
+
+NEW_KEY_ENV = "CONSENTRY_REGISTRY_NEW_KEY"
 
 
 def _registry_option(function: Any) -> Any:
@@ -70,42 +74,104 @@ def person_group(ctx: click.Context, registry_target: str | None) -> None:
 
 
 @person_group.command("add")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--intake", "intake", type=click.File("rb"), default=None, metavar="FILE",
+              help="Read the record from a JSON file ('-': standard input) instead of the command line, so the "
+                   "person's names never reach shell history or the process list. Keys: name, aliases, handles, "
+                   "photos, consent_by, consent_scope, consent_at, entered_by.")  # fmt: skip
 @click.option("--alias", "aliases", multiple=True, help="Another name, spelling or script (repeatable).")
 @click.option("--handle", "handles", multiple=True, help="A social media handle, e.g. @name or platform:name (repeatable).")
 @click.option("--photo", "photos", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A reference photo showing exactly the person's face (repeatable): reduced to a face embedding and a "
                    "PDQ hash, never stored.")  # fmt: skip
-@click.option("--consent-by", required=True, help="Who gave consent (the person, or who acts for them).")
-@click.option("--consent-scope", required=True, help="What the consent covers, e.g. 'search hubs and request takedowns'.")
+@click.option("--consent-by", default=None, help="Who gave consent (the person, or who acts for them). Required.")
+@click.option("--consent-scope", default=None, help="What the consent covers, e.g. 'search hubs and request takedowns'. Required.")
 @click.option("--consent-at", default=None, help="When consent was given, ISO 8601 (default: now).")
 @click.option("--entered-by", default=None, help="Who entered this record (default: the actor).")
 @_actor_option
 @click.option("--json", "as_json", is_flag=True, help="Print the new record's id and counts as JSON.")
 @click.pass_context
-def person_add_cmd(ctx: click.Context, name: str, aliases: tuple[str, ...], handles: tuple[str, ...], photos: tuple[Path, ...],
-                   consent_by: str, consent_scope: str, consent_at: str | None, entered_by: str | None, actor: str | None,
-                   as_json: bool) -> None:  # fmt: skip
+def person_add_cmd(ctx: click.Context, name: str | None, intake: Any, aliases: tuple[str, ...], handles: tuple[str, ...],
+                   photos: tuple[Path, ...], consent_by: str | None, consent_scope: str | None, consent_at: str | None,
+                   entered_by: str | None, actor: str | None, as_json: bool) -> None:  # fmt: skip
     """Register a person with their consent.
 
     \b
-    Example:
+    Examples:
       consentry person add "Subject A" --alias "Subj. A" --handle @subject_a --photo a1.jpg --photo a2.jpg \\
           --consent-by "Subject A" --consent-scope "search hubs and request takedowns"
+      consentry person add --intake subject-a.json      # names stay out of shell history and `ps`
     """
-    who = entered_by or _actor(actor)
+    given = {"name": name, "aliases": list(aliases), "handles": list(handles), "photos": [str(p) for p in photos],
+             "consent_by": consent_by, "consent_scope": consent_scope, "consent_at": consent_at, "entered_by": entered_by}  # fmt: skip
+    if intake is not None:
+        given = _merge_intake(given, _read_intake(intake))
+    for field, option in (("name", "NAME"), ("consent_by", "--consent-by"), ("consent_scope", "--consent-scope")):
+        if not given[field]:
+            raise click.UsageError(f"missing {option} (or {field!r} in the --intake file)")
+    photo_paths = [Path(p) for p in given["photos"]]
+    who = given["entered_by"] or _actor(actor)
     with _open(ctx, create=True) as registry:
         if registry.created:
             _note_created(registry)
-        person = registry.add_person(name, aliases=aliases, handles=handles, photos=list(photos), consent_by=consent_by,
-                                     consent_scope=consent_scope, consent_at=consent_at, entered_by=who)  # fmt: skip
+        person = registry.add_person(given["name"], aliases=given["aliases"], handles=given["handles"], photos=photo_paths,
+                                     consent_by=given["consent_by"], consent_scope=given["consent_scope"],
+                                     consent_at=given["consent_at"], entered_by=who)  # fmt: skip
     if as_json:
-        emit_json({"id": person.id, "face_embeddings": len(person.embeddings), "pdq": len(person.pdq), "photos": len(photos)})
+        emit_json({"id": person.id, "face_embeddings": len(person.embeddings), "pdq": len(person.pdq), "photos": len(photo_paths)})
         return
-    dropped = len(photos) - sum(1 for _ in person.pdq) if photos else 0
-    extra = f" ({dropped} photo(s) too featureless for a PDQ hash)" if photos and dropped > 0 else ""
+    dropped = len(photo_paths) - sum(1 for _ in person.pdq) if photo_paths else 0
+    extra = f" ({dropped} photo(s) too featureless for a PDQ hash)" if photo_paths and dropped > 0 else ""
     click.echo(f"added person {person.id}: {len(person.embeddings)} face embedding(s), {len(person.pdq)} PDQ hash(es) from "
-               f"{len(photos)} photo(s){extra}; the photos were not stored")  # fmt: skip
+               f"{len(photo_paths)} photo(s){extra}; the photos were not stored")  # fmt: skip
+
+
+_INTAKE_LISTS = ("aliases", "handles", "photos")
+_INTAKE_TEXTS = ("name", "consent_by", "consent_scope", "consent_at", "entered_by")
+_MAX_INTAKE_BYTES = 1 << 20
+
+
+def _read_intake(stream: Any) -> dict[str, Any]:
+    """The --intake JSON object, checked key by key. Errors name the file and the key, never a
+    value: the file holds a person's names."""
+    label = "standard input" if getattr(stream, "name", "-") in ("-", "<stdin>") else click.format_filename(stream.name)
+    raw = stream.read(_MAX_INTAKE_BYTES + 1)
+    if len(raw) > _MAX_INTAKE_BYTES:
+        raise click.UsageError(f"--intake {label}: larger than {_MAX_INTAKE_BYTES} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        where = f" (line {exc.lineno})" if hasattr(exc, "lineno") else ""
+        raise click.UsageError(f"--intake {label}: not a UTF-8 JSON object{where}") from None
+    if not isinstance(data, dict):
+        raise click.UsageError(f"--intake {label}: not a JSON object")
+    unknown = sorted(set(data) - set(_INTAKE_LISTS) - set(_INTAKE_TEXTS))
+    if unknown:
+        raise click.UsageError(f"--intake {label}: unknown key(s) {', '.join(map(repr, unknown[:5]))}; "
+                               f"known: {', '.join(_INTAKE_TEXTS + _INTAKE_LISTS)}")  # fmt: skip
+    for key, value in data.items():
+        ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)) if key in _INTAKE_LISTS else (
+            value is None or isinstance(value, str))  # fmt: skip
+        if not ok:
+            kind = "a list of strings" if key in _INTAKE_LISTS else "a string"
+            raise click.UsageError(f"--intake {label}: {key!r} must be {kind}")
+    for photo in data.get("photos") or []:
+        if not Path(photo).is_file():
+            raise click.UsageError(f"--intake {label}: a path under 'photos' is not a readable file")
+    return data
+
+
+def _merge_intake(given: dict[str, Any], intake: dict[str, Any]) -> dict[str, Any]:
+    """Lists add up; a single value may come from the file or the command line, not both."""
+    out = dict(given)
+    for key, value in intake.items():
+        if key in _INTAKE_LISTS:
+            out[key] = list(value) + given[key]
+        elif value is not None:
+            if given[key] is not None:
+                raise click.UsageError(f"{key!r} is given both in the --intake file and on the command line")
+            out[key] = value
+    return out
 
 
 def _note_created(registry: Any) -> None:
@@ -261,6 +327,28 @@ def registry_compact_cmd(ctx: click.Context) -> None:
     with _open(ctx) as registry:
         registry.compact()
     click.echo("compacted")
+
+
+@registry_group.command("rekey")
+@_actor_option
+@click.pass_context
+def registry_rekey_cmd(ctx: click.Context, actor: str | None) -> None:
+    """Re-encrypt the registry under a new key (or encrypt a clear one).
+
+    The current key is $CONSENTRY_REGISTRY_KEY, the new one $CONSENTRY_REGISTRY_NEW_KEY (make one
+    with `consentry registry new-key`); neither is ever taken from the command line. Afterwards
+    only the new key opens the registry, and no page of its files keeps the old ciphertext.
+    """
+    new_key = os.environ.get(NEW_KEY_ENV)
+    if not new_key:
+        raise click.UsageError(f"set {NEW_KEY_ENV} to the new key (`consentry registry new-key` makes one)")
+    if new_key == os.environ.get("CONSENTRY_REGISTRY_KEY"):
+        raise click.UsageError(f"{NEW_KEY_ENV} is the current key: give a different one")
+    who = _actor(actor)
+    with _open(ctx) as registry:
+        resealed = registry.rekey(new_key, who)
+    click.echo(f"re-encrypted {resealed} value(s) under the new key: from now on set CONSENTRY_REGISTRY_KEY to it "
+               "(the old key opens nothing)")  # fmt: skip
 
 
 @registry_group.command("new-key")

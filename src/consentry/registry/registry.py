@@ -563,6 +563,47 @@ class Registry:
         self.compact()
         return Withdrawal(at=at, audit_seq=seq, audit_hash=digest)
 
+    # --- key rotation --------------------------------------------------------------------------
+
+    _SEALED = (  # table, primary key, person id column, the AAD's column name (or the column holding it)
+        ("people", "id", "id", "record", "record"),
+        ("person_signals", "id", "person_id", "value", None),  # the AAD names the signal's kind
+        ("person_matches", "id", "person_id", "value", "match"),
+    )
+    _ENCRYPTION_META = ("encryption", "kdf", "kdf_salt", "kdf_n", "kdf_r", "kdf_p", "wrapped_key")
+
+    def rekey(self, new_key: str | bytes, actor: str) -> int:
+        """Re-encrypt every person value under a fresh data key wrapped by ``new_key`` (a clear
+        registry becomes an encrypted one), in one transaction, then rebuild the files so no page
+        keeps the old ciphertext or the old wrapped key: afterwards the old key opens nothing.
+        Needs the current key. Returns how many values were re-sealed; one audit entry, with
+        the count and no person id, records it."""
+        actor = _label(actor, "actor")
+        old = self._unlocked()
+        if getattr(self.db, "_depth", 0):
+            raise RegistryError("rekey cannot run inside a transaction: the rebuild (VACUUM) must follow its commit")
+        encryption, new = new_encryption(parse_key(new_key), self.registry_id)
+        resealed = 0
+        with self.db.transaction():
+            for table, key, person, value, aad_column in self._SEALED:
+                kind = ", kind" if aad_column is None else ""
+                for row in self.db.query(f"SELECT {key} AS k, {person} AS person{kind}, {value} AS v FROM {table}"):
+                    aad = self._aad(aad_column or row["kind"], row["person"])
+                    try:
+                        clear = old.open(bytes(row["v"]), aad)
+                    except ValueError as exc:
+                        raise RegistryError(f"person {row['person']}: a stored value cannot be read, nothing was re-encrypted: {exc}") from None
+                    self.db.execute(f"UPDATE {table} SET {value} = ? WHERE {key} = ?", (new.seal(clear, aad), row["k"]))
+                    resealed += 1
+            marks = ", ".join("?" for _ in self._ENCRYPTION_META)
+            self.db.execute(f"DELETE FROM registry_meta WHERE name IN ({marks})", self._ENCRYPTION_META)
+            self.db.executemany("INSERT INTO registry_meta (name, value) VALUES (?, ?)", sorted(encryption.items()))
+            self._audit(actor, "rekey", "key rotation", [], f"{resealed} values re-encrypted under a new key")
+        self._meta = {**{k: v for k, v in self._meta.items() if k not in self._ENCRYPTION_META}, **encryption}
+        self._sealer = new
+        self.compact()
+        return resealed
+
     def compact(self) -> None:
         """Rebuild the database so deleted data survives nowhere in its files (run by withdraw;
         run again if withdraw reported another connection was in the way)."""
@@ -575,7 +616,7 @@ class Registry:
                     "the registry; close it, then run `consentry registry compact`"
                 )
         else:
-            for table in ("person_matches", "person_signals", "people"):
+            for table in ("person_matches", "person_signals", "people", "registry_meta"):
                 self.db.execute(f"VACUUM FULL {table}")
 
     # --- status --------------------------------------------------------------------------------
