@@ -150,6 +150,32 @@ def test_bank_changes_reach_a_running_matcher(photos, store: Store):
     assert match_identity(store, identify_image(photos["mirrored"])).status == STATUS_NO_MATCH
 
 
+def test_a_dismissal_into_a_negative_bank_vouches_for_the_image_and_its_copies(photos, store: Store, tmp_path: Path):
+    from consentry.banks import review
+
+    store.banks.create("reported-images")
+    store.banks.create("known-good", kind="negative")
+    add_model_file(store, "reported-images", photos["original"])
+    coffee_id, _ = add_model_file(store, "reported-images", photos["unrelated"])
+    [flagged] = list(scan_paths(store, [photos["mirrored"]]))
+    assert flagged.status == STATUS_MATCH and flagged.matches[0].signal_type == "pdq"
+    review.dismiss(store, flagged.matches[0].review_item, actor="reviewer-1", reason="a different photo", negative_bank="known-good")
+    [vouched] = list(store.banks.entries(store.banks.get("known-good")))
+    assert vouched.signals["pdq"] == identify_image(photos["mirrored"]).extra["pdq"]  # its PDQ, not only its bytes' hashes
+    assert vouched.signals["sha256"] == identify_image(photos["mirrored"]).hashes.sha256
+    # a copy of the dismissed image (other bytes: no file hash agrees) is known-good through its PDQ hash
+    copy = tmp_path / "mirrored-again.jpg"
+    Image.open(photos["mirrored"]).save(copy, quality=40)
+    [again] = list(scan_paths(store, [copy]))
+    assert again.status == STATUS_NO_MATCH and [m.signal_type for m in again.negative] == ["pdq"]
+    assert again.matches[0].suppressed_by == "known-good"
+    # other banked images still match
+    coffee_copy = tmp_path / "coffee-copy.jpg"
+    Image.open(photos["unrelated"]).save(coffee_copy, quality=40)
+    [other] = list(scan_paths(store, [coffee_copy]))
+    assert other.status == STATUS_MATCH and other.matches[0].entry.id == coffee_id and other.negative == []
+
+
 def test_low_quality_and_broken_images(photos, store: Store):
     store.banks.create("b")
     _id, entry = add_model_file(store, "b", photos["flat"])

@@ -57,6 +57,8 @@ def image_pdq(identity: ModelIdentity) -> tuple[list[str], int] | str | None:
     extra = identity.extra
     if "pdq_dihedral" in extra:
         return list(extra["pdq_dihedral"]), int(extra["pdq_quality"])
+    if "pdq" in extra and "pdq_quality" in extra:  # as stored with a review item: the upright hash only
+        return [extra["pdq"]], int(extra["pdq_quality"])
     return extra.get("pdq_unavailable")
 
 

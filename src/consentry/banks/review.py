@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from consentry.banks.matching import WEAK_BITS
-from consentry.banks.signals import SignalRegistry, signal_registry
+from consentry.banks.signals import SignalRegistry, is_typed, signal_registry
 from consentry.errors import ConsentryError, HashFormatError
+from consentry.formats.tensors import Verdict
+from consentry.identity.identify import IMAGE_KEYS, ModelIdentity
 from consentry.store import Store
 from consentry.store.banks import BankEntry
 from consentry.store.records import utc_now
@@ -127,6 +129,8 @@ def add_to_negative_bank(store: Store, item: ReviewItem, bank_name: str, *, acto
 
 
 def _strong_signals(identity: dict[str, Any], registry: SignalRegistry) -> dict[str, str]:
+    """The exact hashes of the stored identity, and the typed similarity values (an image's PDQ
+    hash, when its quality allows banking it), so a dismissed image vouches for its copies too."""
     signals = {}
     for signal_type in registry:
         raw = identity.get(signal_type.name)
@@ -138,7 +142,19 @@ def _strong_signals(identity: dict[str, Any], registry: SignalRegistry) -> dict[
             continue
         if signal_type.strength(value) >= WEAK_BITS:
             signals[signal_type.name] = value
+    stored = _stored_identity(identity)
+    for similarity in registry.similarity():
+        if is_typed(similarity):
+            for value in similarity.values_for(stored)[:1]:
+                signals[similarity.name] = value
     return signals
+
+
+def _stored_identity(identity: dict[str, Any]) -> ModelIdentity:
+    """The identity a review item keeps (``ModelIdentity.as_json``), enough for ``values_for``."""
+    return ModelIdentity(path=str(identity.get("path") or ""), size=identity.get("size"), format=str(identity.get("format") or ""),
+                         verdict=Verdict.CLEAN if identity.get("verdict") == "clean" else Verdict.QUARANTINE,
+                         extra={k: identity[k] for k in IMAGE_KEYS if identity.get(k) is not None})  # fmt: skip
 
 
 def _refusal(item: ReviewItem, action: str) -> str:
