@@ -106,6 +106,23 @@ def test_scan_no_match(svc: Service, tmp_path: Path):
     assert (body["status"], body["matches"], body["path"]) == ("no match", [], "upload")
 
 
+def test_scan_upload_matches_by_fingerprint_on_the_uploaded_bytes(svc: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from safetensors.numpy import load_file
+
+    tensors = {k: v.astype(np.float32) for k, v in load_file(str(svc.model)).items()}  # same weights, new bytes
+    save_file(tensors, str(tmp_path / "recast.safetensors"))
+    body = svc.scan((tmp_path / "recast.safetensors").read_bytes(), filename="x.safetensors").json()
+    assert body["status"] == "match", body
+    [match] = body["matches"]
+    assert match["signal"] == "fingerprint" and match["score"] >= match["threshold"]
+    assert str(tmp_path) not in str(body) and body["path"] == "x.safetensors"
+    # the client's file name is never opened: naming a file that sits in the server's working
+    # folder must not make the server fingerprint that file instead of the upload
+    monkeypatch.chdir(svc.root)
+    unrelated = lora(tmp_path / "unrelated.safetensors", 7).read_bytes()
+    assert svc.scan(unrelated, filename=svc.model.name).json()["status"] == "no match"
+
+
 def test_scan_pickle_payload_is_quarantined_never_run(svc: Service, canary: Path, uploads_tmp: Path):
     body = svc.scan(payload_pickle(canary), filename="evil.ckpt").json()
     assert (body["status"], body["verdict"]) == ("quarantine", "quarantine")

@@ -575,6 +575,22 @@ def test_registry_lives_apart_from_the_store(tmp_path: Path):
     with pytest.raises(RegistryError, match="no registry here"):
         Registry.open(tmp_path / "missing.db", create=False)
     assert not (tmp_path / "missing.db").exists()
+    # and the other way round: a store command pointed at the registry refuses it, changing nothing
+    path = tmp_path / "registry.db"
+    with Registry.open(path) as registry:
+        quill = add_quill(registry)
+    before = sqlite3.connect(path).execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+    from consentry.errors import StoreError
+
+    with pytest.raises(StoreError, match="this is a protected-person registry, not consentry's store"):
+        Store.open(path)
+    from consentry.cli import cli
+
+    refused = CliRunner().invoke(cli, ["--db", str(path), "bank", "list"])
+    assert refused.exit_code != 0 and "protected-person registry" in refused.stderr
+    assert sqlite3.connect(path).execute("SELECT name FROM sqlite_master ORDER BY name").fetchall() == before
+    with Registry.open(path) as registry:
+        registry.withdraw(quill.id, "ren")  # still a registry, withdrawal still works
 
 
 def test_default_location_and_private_files(tmp_path: Path):

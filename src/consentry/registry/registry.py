@@ -664,25 +664,17 @@ def _create_private_file(path: Path) -> None:
         raise RegistryError(f"{path}: cannot create the registry: {exc.strerror or exc}") from None
 
 
-def _table_exists(db: Database, name: str) -> bool:
-    if db.dialect == "sqlite":
-        return db.query_one("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)) is not None
-    return db.query_one(
-        "SELECT 1 AS x FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?", (name,)
-    ) is not None
-
-
 def _prepare(db: Database, key: OperatorKey | None, create: bool) -> tuple[dict[str, str], bool, Sealer | None]:
     """Migrate and read (or, for a new registry, write) the settings, in one transaction."""
     with db.transaction():
         if db.dialect == "postgresql":
             db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
-        if _table_exists(db, "schema_migrations"):
+        if db.has_table("schema_migrations"):
             raise RegistryError(
                 f"{db.label}: this is consentry's store, not a registry: the registry lives in a database of its own "
                 "(--registry / CONSENTRY_REGISTRY)"
             )
-        if not create and not _table_exists(db, "registry_migrations"):
+        if not create and not db.has_table("registry_migrations"):
             raise RegistryError(f"{db.label}: no registry here (`consentry person add` creates one)")
         try:
             db.migrate(REGISTRY_MIGRATIONS, table="registry_migrations", what="registry", lock=_MIGRATION_LOCK)

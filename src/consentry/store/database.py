@@ -226,6 +226,13 @@ class Database:
 
     # --- schema --------------------------------------------------------------------------------
 
+    def has_table(self, name: str) -> bool:
+        if self.dialect == "sqlite":
+            return self.query_one("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)) is not None
+        return self.query_one(
+            "SELECT 1 AS x FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?", (name,)
+        ) is not None
+
     def migrate(self, migrations: Sequence[str], *, table: str = "schema_migrations", what: str = "database",
                 lock: int = 7723011) -> None:  # fmt: skip
         """Apply the migrations not yet applied (recorded in ``table``), in the current or a new

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from consentry.errors import StoreError
 from consentry.store.database import Database, is_postgres_url
 from consentry.store.records import signed64, to_json, utc_now
 from consentry.store.schema import MIGRATIONS
@@ -92,6 +93,9 @@ class Store:
     def open(cls, target: str | os.PathLike[str] | None = None) -> "Store":
         db = Database.connect(target if target is not None else default_db_path())
         try:
+            if db.has_table("registry_migrations"):
+                raise StoreError(f"{db.label}: this is a protected-person registry, not consentry's store: the store "
+                                 "lives in a database of its own (--db / CONSENTRY_DB)")  # fmt: skip
             db.migrate(MIGRATIONS)
         except BaseException:
             db.close()
@@ -189,3 +193,4 @@ class Store:
                 (utc_now(), counts.get("seen", 0), counts.get("indexed", 0), counts.get("unchanged", 0),
                  counts.get("flagged", 0), counts.get("bytes", 0), run_id),
             )  # fmt: skip
+

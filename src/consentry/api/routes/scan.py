@@ -40,12 +40,14 @@ async def scan_upload(request: Request, filename: str | None = Query(None, max_l
 
 def _scan(request: Request, path: Path, name: str) -> dict[str, Any]:
     identity = identify_image(path) or identify(path)  # an image (PDQ banks) or a model file
+    db = store(request)
+    result = match_identity(db, identity)  # on the upload itself: similarity signals read its bytes
     # Report (and record in the review queue) the client's name, never the server's temp path.
-    identity.path = name
+    # The name is renamed in only now: it must never be opened (it could name a server file).
+    identity.path = result.path = name
     if identity.problem:
         identity.problem = identity.problem.replace(str(path), name)
-    db = store(request)
-    result = match_identity(db, identity)
+    result.notes = [note.replace(str(path), name) for note in result.notes]
     queue_matches(db, result, source="api")
     return result.as_json()
 
