@@ -167,6 +167,33 @@ def test_parallel_scans_share_one_open_review_item(svc: Service):
 # --- lookup ------------------------------------------------------------------------------------
 
 
+def test_a_store_locked_by_a_long_import_is_a_503_with_retry_after(tmp_path: Path, uploads_tmp: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from consentry.cli import cli
+
+    monkeypatch.setattr("consentry.store.database.BUSY_TIMEOUT_MS", 200)
+    service = Service(tmp_path)
+    with service.client:
+        holder = sqlite3.connect(service.db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # what a long import holds while it writes
+        try:
+            busy = service.scan(service.model.read_bytes(), filename="LORA.safetensors")  # a match: it must queue a review item
+            body = assert_error(busy, 503)
+            assert "the store is busy" in body["error"] and busy.headers["Retry-After"] == "10"
+            cli_busy = CliRunner().invoke(cli, ["--db", str(service.db), "bank", "create", "more"])
+            assert cli_busy.exit_code == 1 and isinstance(cli_busy.exception, SystemExit)
+            assert cli_busy.stderr.count("\n") == 1 and "the store is busy" in cli_busy.stderr
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        again = service.scan(service.model.read_bytes(), filename="LORA.safetensors")
+        assert again.status_code == 200 and again.json()["status"] == "match"
+
+
 def test_lookup_single_and_batch(svc: Service):
     scan = svc.scan(svc.model.read_bytes()).json()
     hashes = scan["hashes"]

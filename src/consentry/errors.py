@@ -67,3 +67,8 @@ class HashFormatError(ConsentryError, ValueError):
 
 class StoreError(ConsentryError):
     """The embedded database is missing, locked, corrupt or of a newer schema."""
+
+
+class StoreBusy(StoreError):
+    """Another connection held the store's write lock for longer than the wait allows (a long
+    import, say): nothing was changed; trying again later is the remedy (HTTP: 503 with Retry-After)."""

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consentry.banks.review import InvalidTransition
-from consentry.errors import ConsentryError, StoreError
+from consentry.errors import ConsentryError, StoreBusy, StoreError
 from consentry.store.api_keys import ApiKeyExists, ApiKeyRevoked
 from consentry.store.banks import BankExists
 
@@ -110,7 +110,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConsentryError)
     async def _library(request: Request, exc: ConsentryError) -> JSONResponse:
-        return error_response(status_for(exc), str(exc))
+        retry = {"Retry-After": "10"} if isinstance(exc, StoreBusy) else None
+        return error_response(status_for(exc), str(exc), headers=retry)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from consentry.errors import StoreError
+from consentry.errors import StoreBusy, StoreError
 from consentry.store.records import utc_now
 
 _DIALECT_WORDS = {
@@ -84,6 +84,9 @@ def _url_passwords(url: str) -> list[str]:
     return [p for raw in found if raw for p in {raw, unquote(raw)}]
 
 
+BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for another's lock before StoreBusy
+
+
 class Database:
     """A connection plus its dialect. Not shared between threads: open one per thread."""
 
@@ -113,7 +116,7 @@ class Database:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: random-keyed hash indexes stay in memory during bulk writes
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: cannot open database: {exc}") from None
         except OSError as exc:
@@ -149,11 +152,11 @@ class Database:
         return statement
 
     def execute(self, statement: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        with self._lock:
+        with self._lock, self._busy_is_an_error():
             return self.conn.execute(self.sql(statement), params)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
-        with self._lock:
+        with self._lock, self._busy_is_an_error():
             if self.dialect == "postgresql":
                 with self.conn.cursor() as cur:
                     cur.executemany(self.sql(statement), rows)
@@ -165,7 +168,7 @@ class Database:
         no per-row statement), ``executemany`` on SQLite. ``table`` and ``columns`` are the
         caller's own identifiers, never user input."""
         names = ", ".join(columns)
-        with self._lock:
+        with self._lock, self._busy_is_an_error():
             if self.dialect == "postgresql":
                 with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                     for row in rows:
@@ -200,7 +203,8 @@ class Database:
         with self._lock:
             outer = self._depth == 0
             if outer:
-                self.conn.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+                with self._busy_is_an_error():
+                    self.conn.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
                 self._doomed = False
             self._depth += 1
             try:
@@ -217,7 +221,25 @@ class Database:
                 if self._doomed:
                     self.conn.execute("ROLLBACK")
                     raise StoreError(f"{self.label}: transaction rolled back: a statement inside it failed")
-                self.conn.execute("COMMIT")
+                try:
+                    with self._busy_is_an_error():
+                        self.conn.execute("COMMIT")
+                except BaseException:
+                    if self.dialect == "sqlite" and self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+
+    @contextmanager
+    def _busy_is_an_error(self) -> Iterator[None]:
+        """SQLite's "database is locked" after the busy wait becomes :class:`StoreBusy`: one
+        clear line for the CLI, a 503 for the service, never a traceback or a 500."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise StoreBusy(f"{self.label}: the store is busy: another process held its write lock longer than a "
+                            "writer waits (a long import?); nothing was changed, try again") from None  # fmt: skip
 
     def _dialect_words(self, script: str) -> str:
         for word, replacement in _DIALECT_WORDS[self.dialect].items():
