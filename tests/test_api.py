@@ -225,6 +225,10 @@ def test_bank_crud_and_entries(svc: Service):
     assert created.status_code == 201 and created.json()["kind"] == "positive"
     assert_error(svc.client.post("/v1/banks", headers=admin, json={"name": "civitai-may"}), 409, "conflict")
     assert_error(svc.client.post("/v1/banks", headers=admin, json={"name": "a b/c"}), 422, "validation_error")
+    for bad, message in (({"nosuchsignal": -3}, "no similarity signal of that name"), ({"fingerprint": 1.5}, "outside 0..1"),
+                         ({"pdq": -1}, "outside 0..256")):  # fmt: skip
+        refused = svc.client.patch("/v1/banks/civitai-may", headers=admin, json={"thresholds": bad})
+        assert message in assert_error(refused, 422)["error"]
     patched = svc.client.patch("/v1/banks/civitai-may", headers=admin, json={"enabled": False, "thresholds": {"fingerprint": 0.9}})
     assert patched.json()["enabled"] is False and patched.json()["thresholds"] == {"fingerprint": 0.9}
     entry = {"signals": {"sha256": "ab" * 32, "autov2": "ABABABABAB"}, "name": "jane v2", "url": "https://x/1"}

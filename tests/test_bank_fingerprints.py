@@ -13,7 +13,7 @@ from consentry.banks.matching import STATUS_MATCH, STATUS_NO_MATCH, match_identi
 from consentry.cli import cli
 from consentry.identity.identify import identify
 from consentry.store import Store
-from test_fingerprints import make_lora, refactor, save_lora
+from test_fingerprints import RANK, make_lora, refactor, resize, save_lora
 
 
 @pytest.fixture
@@ -46,10 +46,15 @@ def test_converted_reupload_matches_by_fingerprint_only(tmp_path: Path, store: S
 def test_bank_threshold_is_applied(tmp_path: Path, store: Store):
     lora = make_lora(3)
     original = save_lora(lora, tmp_path / "a.safetensors")
-    copy = save_lora(refactor(lora, 9), tmp_path / "b.safetensors", fmt="peft")
-    store.banks.create("strict", thresholds={"fingerprint": 1.01})  # nothing can reach it
-    add_model_file(store, "strict", original)
-    assert match_identity(store, identify(copy)).status == STATUS_NO_MATCH
+    resized = save_lora(resize(lora, RANK // 4), tmp_path / "b.safetensors", fmt="peft")  # derived: scores below 1
+    store.banks.create("default")
+    add_model_file(store, "default", original)
+    [match] = match_identity(store, identify(resized)).matches
+    assert match.threshold < match.score < 1.0
+    store.banks.update("default", thresholds={"fingerprint": 1.0})  # only a perfect score now
+    assert match_identity(store, identify(resized)).status == STATUS_NO_MATCH
+    store.banks.update("default", thresholds={"fingerprint": match.score})  # the bound itself matches (score >= threshold)
+    assert match_identity(store, identify(resized)).status == STATUS_MATCH
 
 
 def test_negative_bank_fingerprint_suppresses_a_positive_one(tmp_path: Path, store: Store):

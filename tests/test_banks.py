@@ -195,8 +195,10 @@ class SizePlugin:
         return [SizeSimilarity()]
 
 
-def test_a_plugin_similarity_signal_matches_without_touching_the_matcher(tmp_path: Path, store: Store):
+def test_a_plugin_similarity_signal_matches_without_touching_the_matcher(tmp_path: Path, store: Store,
+                                                                         monkeypatch: pytest.MonkeyPatch):  # fmt: skip
     registry = build_registry([SizePlugin()], load_entry_points=False)
+    monkeypatch.setattr("consentry.banks.signals.signal_registry", lambda: registry)  # as if installed: banks accept its threshold
     assert sorted(s.name for s in registry.similarity()) == ["fingerprint", "pdq", "size"]  # the built-in ones and the plug-in
     assert "size" not in registry and "size" not in registry.names()  # not a column a list can fill
     with pytest.raises(HashFormatError, match="similarity signal"):
@@ -254,6 +256,19 @@ def test_plugins_are_found_through_entry_points(tmp_path: Path, monkeypatch: pyt
     monkeypatch.delitem(sys.modules, "consentry_md5_plugin", raising=False)
 
 
+def test_bank_thresholds_must_name_a_similarity_signal_within_its_range(tmp_path: Path):
+    db = tmp_path / "db.sqlite"
+    for threshold, message in (("fingerprint=nan", "nan is not a finite number"), ("fingerprint=inf", "not a finite number"),
+                               ("fingerprint=1.5", "outside 0..1"), ("pdq=-1", "outside 0..256"),
+                               ("sha256=3", "no similarity signal of that name"), ("nosuch=1", "no similarity signal")):  # fmt: skip
+        refused = run(db, "bank", "create", "t", "--threshold", threshold)
+        assert refused.exit_code == 2 and message in refused.stderr, (threshold, refused.output)
+    assert run(db, "bank", "create", "t", "--threshold", "PDQ=12").exit_code == 0
+    assert run(db, "bank", "update", "t", "--threshold", "fingerprint=-0.1").exit_code == 2
+    with Store.open(db) as store:
+        assert [b.name for b in store.banks.list()] == ["t"] and store.banks.get("t").thresholds == {"pdq": 12.0}
+
+
 def test_cli_bank_and_scan(tmp_path: Path):
     db = tmp_path / "db.sqlite"
     original = lora(tmp_path / "jane.safetensors", 7)
@@ -277,6 +292,6 @@ def test_cli_bank_and_scan(tmp_path: Path):
     assert results["other.safetensors"]["status"] == "no match"
     assert run(db, "scan", str(tmp_path / "uploads" / "other.safetensors")).exit_code == 0
     human = run(db, "scan", str(copy)).stdout
-    assert "match" in human and "deleted" in human and "autov3" in human
+    assert human.startswith("match ") and "positive bank deleted" in human and "via autov3" in human
     with Store.open(db) as s:  # the second scan of the same match reuses the open item
         assert len(s.reviews.list("open")) == 1

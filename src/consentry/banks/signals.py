@@ -20,15 +20,16 @@ hook implementation under the entry-point group ``consentry`` is picked up by
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 import pluggy
 
-from consentry.errors import HashFormatError
+from consentry.errors import ConsentryError, HashFormatError
 from consentry.identity.identify import ModelIdentity
 
 PROJECT = "consentry"
@@ -79,6 +80,7 @@ class SimilaritySignalType(Protocol):
     name: str  # also the key of its threshold in a bank's thresholds
     description: str
     kind: str  # "similarity"
+    # optional: ``threshold_range = (low, high)``, the values a bank's threshold may take
 
     def remember(self, store: Any, entry_id: int, path: Path, identity: ModelIdentity) -> str | None:
         """Keep what this signal needs of a model file just added to a bank as ``entry_id``.
@@ -155,6 +157,7 @@ class FingerprintSignal:
 
     name = "fingerprint"
     kind = SIMILARITY
+    threshold_range = (0.0, 1.0)  # a score: identity or containment
     description = "weight fingerprint of a LoRA or fine-tune: same, derived or contains, with a score"
 
     def remember(self, store: Any, entry_id: int, path: Path, identity: ModelIdentity) -> str | None:
@@ -187,6 +190,7 @@ class PdqSignal:
     name = "pdq"
     kind = SIMILARITY
     measure = "distance"
+    threshold_range = (0.0, 256.0)  # a Hamming distance in bits
     description = "PDQ image hash (64 hex; ThreatExchange, StopNCII): Hamming distance <= threshold (default 31), rotations and mirrors too"
     bits = 256
 
@@ -310,3 +314,32 @@ def build_registry(extra_plugins: Iterable[object] = (), *, load_entry_points: b
 def signal_registry() -> SignalRegistry:
     """The process-wide registry: built-ins plus installed plug-ins."""
     return build_registry()
+
+
+class BankSettingsError(ConsentryError, ValueError):
+    """A bank setting that cannot work (a threshold for no signal, or out of its range)."""
+
+    exit_code = 2
+
+
+def check_thresholds(thresholds: Mapping[str, Any], registry: SignalRegistry | None = None) -> dict[str, float]:
+    """A bank's thresholds, each for a similarity signal and within its range (finite)."""
+    registry = registry or signal_registry()
+    known = {t.name: t for t in registry.similarity()}
+    out: dict[str, float] = {}
+    for name, value in thresholds.items():
+        signal = known.get(str(name).strip().lower())
+        if signal is None:
+            raise BankSettingsError(f"threshold for {name!r}: no similarity signal of that name "
+                                    f"(thresholds apply to: {', '.join(sorted(known)) or 'none'})")  # fmt: skip
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise BankSettingsError(f"threshold for {signal.name}: {value!r} is not a number") from None
+        low, high = getattr(signal, "threshold_range", (-math.inf, math.inf))
+        if not math.isfinite(number):
+            raise BankSettingsError(f"threshold for {signal.name}: {value!r} is not a finite number")
+        if not low <= number <= high:
+            raise BankSettingsError(f"threshold for {signal.name}: {value!r} is outside {low:g}..{high:g}")
+        out[signal.name] = number
+    return out

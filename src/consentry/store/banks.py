@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from consentry.errors import ConsentryError
 from consentry.store.database import Database, integrity_errors
@@ -95,6 +95,16 @@ class SignalHit:
 _BANK_FIELDS = ("labels", "description", "source", "enabled", "thresholds", "kind")
 
 
+def _checked_thresholds(thresholds: Mapping[str, Any] | None) -> dict[str, float]:
+    """Every way a bank is made or changed passes here (the similarity signals are plug-ins,
+    so they are asked, on first use, which thresholds exist and what range each takes)."""
+    if not thresholds:
+        return {}
+    from consentry.banks.signals import check_thresholds
+
+    return check_thresholds(thresholds)
+
+
 class BankRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -104,6 +114,7 @@ class BankRepository:
     def create(self, name: str, *, kind: str = "positive", labels: Sequence[str] = (), description: str | None = None,
                source: str | None = None, enabled: bool = True, thresholds: dict[str, float] | None = None) -> Bank:  # fmt: skip
         now = utc_now()
+        thresholds = _checked_thresholds(thresholds)
         try:
             with self.db.transaction():
                 self.db.insert(
@@ -139,7 +150,7 @@ class BankRepository:
             if value is None and key not in ("description", "source"):
                 continue
             if key in ("labels", "thresholds"):
-                value = to_json(list(value) if key == "labels" else dict(value))
+                value = to_json(list(value) if key == "labels" else _checked_thresholds(value))
             elif key == "enabled":
                 value = int(bool(value))
             sets.append(f"{key} = ?")
