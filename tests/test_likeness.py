@@ -213,3 +213,22 @@ def test_face_search_through_the_index_on_both_stores(store_target: str, tmp_pat
     assert [f.ref for f in found] == ["civitai:2", "civitai:8"]
     distance = found[0].signals[0]["distance"]
     assert abs(distance - SAME_PERSON_DISTANCE * 0.6) < 1e-3  # re-measured from the stored embedding, not the index's f16
+
+
+def test_person_find_reaches_names_in_other_scripts_with_accents_or_short_words(store_target: str) -> None:
+    """The prefilter searches the records' folded text, so what the matcher would name is found;
+    rows stored before the search text existed are folded on first search."""
+    from consentry.likeness import find_person
+
+    katya = RegisteredPerson("p1", "Katya Marchetti", ("Katya Marchetti",))
+    li_na = RegisteredPerson("p2", "Li Na", ("Li Na",))
+    titles = {"1": "Катя Марчетти SDXL", "2": "Kátya Márchetti", "3": "KATYA MARCHETTI v2", "4": "Li Na (pony)",
+              "5": "Landscape style", "6": "Marching band"}  # fmt: skip
+    with Store.open(store_target) as store:
+        store.hubs.upsert("hub_models", "civitai", [{"remote_id": rid, "name": title, "tags": []} for rid, title in titles.items()])
+        store.hubs.upsert("hub_versions", "civitai", [{"remote_id": "v7", "model_remote_id": "7", "trained_words": ["katyamarchetti"]}])
+        store.hubs.upsert("hub_models", "civitai", [{"remote_id": "7", "name": "LORA", "tags": []}])
+        store.db.execute("UPDATE hub_models SET search_text = NULL WHERE remote_id = '2'")  # as crawled before migration 7
+        found = {f.ref for f in find_person(store, katya)}
+        assert found == {"civitai:1", "civitai:2", "civitai:3", "civitai:7"}
+        assert {f.ref for f in find_person(store, li_na)} == {"civitai:4"}

@@ -203,3 +203,18 @@ def test_cli_review_and_apikey(tmp_path: Path, store: Store, queued):
     assert "ops" in run("apikey", "list").output and secret not in run("apikey", "list").output
     assert run("apikey", "revoke", "ops").exit_code == 0
     assert store.api_keys.authenticate(secret) is None
+
+
+def test_a_dismissal_does_not_carry_over_to_a_new_bank_that_reuses_the_entry_id(store: Store, queued):
+    model, item_id = queued
+    dismiss(store, item_id, actor="rev", reason="not her")
+    old_entry = store.reviews.get(item_id).entry_id
+    assert match_identity(store, identify(model)).status == STATUS_NO_MATCH  # the dismissal holds in its bank
+    store.banks.delete("deleted")
+    store.banks.create("reported-again")
+    entry_id, _ = add_model_file(store, "reported-again", model)
+    assert entry_id == old_entry  # SQLite hands the id out again: the case this guards against
+    result = match_identity(store, identify(model))
+    assert result.status == STATUS_MATCH and result.matches[0].dismissed_in is None
+    kept = store.reviews.get(item_id)
+    assert (kept.status, kept.entry_id, kept.bank_name) == ("dismissed", None, "deleted")  # history kept, link gone

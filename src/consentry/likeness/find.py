@@ -2,8 +2,9 @@
 
 Text: the crawled models whose title, description, tags, trigger words or file headers (training
 folders, output name, ...) name the person — a cheap SQL prefilter on the start of each name
-token (which tolerates misspellings past the fourth letter and finds names in other scripts when
-the registry holds that spelling), then the same matcher as ``likeness`` on the candidates.
+token in the records' folded search text (ASCII, lower case: a name in another script or with
+accents is found; misspellings past the fourth letter pass), then the same matcher as
+``likeness`` on the candidates.
 Faces: each reference embedding is looked up in the face index (:mod:`.face_index`) of every
 analysed image. Each model's evidence is combined as in :mod:`.assess`.
 """
@@ -32,37 +33,32 @@ class Finding:
         return asdict(self)
 
 
-def _prefixes(person: RegisteredPerson) -> list[str]:
-    """The first letters of every name token, as written, transliterated, and in lower, title and
-    upper case: SQLite folds case for ASCII only and PostgreSQL's LIKE not at all."""
+def _patterns(person: RegisteredPerson) -> list[str]:
+    """What the prefilter looks for in the folded search text: the first letters of every name
+    token of four letters or more (a misspelling past them still passes, and the matcher
+    decides), and a name with a shorter token ("Li Na") as a whole."""
     out = set()
     for name in (*person.names, *person.handles):
-        tokens = name.lstrip("@").replace("_", " ").replace(".", " ").split() + fold(name).split()
-        for token in tokens:
-            if len(token) >= PREFIX:
-                start = token[:PREFIX]
-                out.update({start.lower(), start.capitalize(), start.upper()})
+        tokens = fold(name).split()
+        out.update(token[:PREFIX] for token in tokens if len(token) >= PREFIX)
+        if tokens and any(len(token) < PREFIX for token in tokens):
+            out.add(" ".join(tokens))
     return sorted(out)
 
 
 def text_candidates(store, person: RegisteredPerson) -> list[tuple[str, str]]:
-    """(hub, remote id) of models whose text or file headers contain the start of a name token."""
-    prefixes = _prefixes(person)
-    if not prefixes:
+    """(hub, remote id) of models whose folded text or file headers contain a pattern."""
+    patterns = _patterns(person)
+    if not patterns:
         return []
+    store.hubs.fill_search_text()  # rows crawled before the search text existed (once)
+    likes = " OR ".join("search_text LIKE ?" for _ in patterns)
+    args = [f"%{p}%" for p in patterns]
     found: set[tuple[str, str]] = set()
-    likes = " OR ".join("name LIKE ? OR description LIKE ? OR tags LIKE ?" for _ in prefixes)
-    args = [f"%{p}%" for p in prefixes for _ in range(3)]
-    for r in store.db.query(f"SELECT hub, remote_id FROM hub_models WHERE {likes}", args):
-        found.add((r["hub"], r["remote_id"]))
-    likes = " OR ".join("trained_words LIKE ?" for _ in prefixes)
-    for r in store.db.query(f"SELECT hub, model_remote_id FROM hub_versions WHERE {likes}", [f"%{p}%" for p in prefixes]):
-        found.add((r["hub"], r["model_remote_id"]))
-    likes = " OR ".join("metadata_json LIKE ?" for _ in prefixes)
-    for r in store.db.query(f"SELECT hub, model_remote_id FROM hub_files WHERE metadata_json IS NOT NULL AND ({likes})",
-                            [f"%{p}%" for p in prefixes]):  # fmt: skip
-        if r["model_remote_id"]:
-            found.add((r["hub"], r["model_remote_id"]))
+    for table, key in (("hub_models", "remote_id"), ("hub_versions", "model_remote_id"), ("hub_files", "model_remote_id")):
+        for r in store.db.query(f"SELECT hub, {key} AS model FROM {table} WHERE {likes}", args):
+            if r["model"]:
+                found.add((r["hub"], r["model"]))
     return sorted(found)
 
 

@@ -24,6 +24,8 @@ from typing import Iterable, Sequence
 from anyascii import anyascii
 from rapidfuzz import fuzz
 
+from consentry.textfold import fold
+
 FUZZY_MIN = 88  # rapidfuzz ratio (0-100) for a fuzzy name match: one or two letters off in a full name
 JOINED_MIN_LENGTH = 8  # a name written without separators must be this long to count (short ones collide)
 
@@ -96,11 +98,6 @@ class TextSignal:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "inside_file": self.inside_file}
-
-
-def fold(text: str) -> str:
-    """ASCII, lower case, separators as single spaces: what names are compared in."""
-    return re.sub(r"[^a-z0-9]+", " ", anyascii(text).lower()).strip()
 
 
 @dataclass

@@ -168,6 +168,8 @@ class BankRepository:
                 "DELETE FROM fingerprints WHERE path IN (SELECT 'bank-entry:' || CAST(id AS TEXT) FROM bank_entries WHERE bank_id = ?)",
                 (bank.id,),
             )
+            # review items stay (the decisions are history) but let go of the entry: its id may be reused
+            self.db.execute("UPDATE review_items SET entry_id = NULL, bank_id = NULL WHERE bank_id = ?", (bank.id,))
             self.db.execute("DELETE FROM mirrors WHERE bank_id = ?", (bank.id,))
             self.db.execute("DELETE FROM bank_signals WHERE bank_id = ?", (bank.id,))
             self.db.execute("DELETE FROM bank_entries WHERE bank_id = ?", (bank.id,))

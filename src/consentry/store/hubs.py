@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from consentry.store.database import Database
 from consentry.store.records import from_json, to_json, utc_now
+from consentry.textfold import fold_values
 
 _JSON_COLUMNS = {"tags", "trained_words", "stats", "raw", "meta", "metadata_json", "header_json", "nsfw_labels"}
 
@@ -65,6 +66,14 @@ def _converters(table: str) -> list[tuple[int, Any]]:
     return out
 
 
+# The record fields folded into each table's search_text (consentry.textfold), for `person find`.
+_SEARCH_SOURCES = {
+    "hub_models": ("name", "description", "tags"),
+    "hub_versions": ("name", "trained_words"),
+    "hub_files": ("name", "metadata_json", "header_json"),
+}
+
+
 class HubRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -76,18 +85,22 @@ class HubRepository:
         columns = _TABLES[table]
         now = utc_now()
         convert = _converters(table)
+        searched = _SEARCH_SOURCES.get(table)
         rows = []
         for record in records:
             row = [hub, str(record["remote_id"]), *map(record.get, columns), now, now]
             for i, to in convert:
                 row[i + 2] = to(row[i + 2])
+            if searched:
+                row.append(fold_values(*map(record.get, searched)))
             rows.append(row)
         if not rows:
             return 0
-        names = ("hub", "remote_id", *columns, "first_seen", "last_seen")
+        derived = ("search_text",) if searched else ()
+        names = ("hub", "remote_id", *columns, "first_seen", "last_seen", *derived)
         keep = _KEEP_IF_NULL.get(table, set())
         updates = ", ".join(f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c in keep else f"{c} = excluded.{c}"
-                            for c in (*columns, "last_seen"))  # fmt: skip
+                            for c in (*columns, *derived, "last_seen"))  # fmt: skip
         sql = (
             f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
             f" ON CONFLICT (hub, remote_id) DO UPDATE SET {updates}"
@@ -95,6 +108,22 @@ class HubRepository:
         with self.db.transaction():
             self.db.executemany(sql, rows)
         return len(rows)
+
+    def fill_search_text(self, batch: int = 2000) -> int:
+        """Fold the text of rows stored before search_text existed (once; returns how many)."""
+        filled = 0
+        for table, sources in _SEARCH_SOURCES.items():
+            while True:
+                rows = self.db.query(f"SELECT hub, remote_id, {', '.join(sources)} FROM {table} WHERE search_text IS NULL LIMIT ?",
+                                     (batch,))  # fmt: skip
+                if not rows:
+                    break
+                values = [(fold_values(*(from_json(r[c], r[c]) if c in _JSON_COLUMNS else r[c] for c in sources)), r["hub"], r["remote_id"])
+                          for r in rows]  # fmt: skip
+                with self.db.transaction():
+                    self.db.executemany(f"UPDATE {table} SET search_text = ? WHERE hub = ? AND remote_id = ?", values)
+                filled += len(values)
+        return filled
 
     def get(self, table: str, hub: str, remote_id: str) -> dict[str, Any] | None:
         if table not in _TABLES:

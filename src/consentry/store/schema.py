@@ -341,4 +341,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX image_faces_analysis ON image_faces (analysis_id)
     """,
+    # 7: each crawled record's text folded for search (ASCII, lower case: consentry.textfold), so
+    # `person find` finds a name in any script with one LIKE; filled on upsert, and for older
+    # rows on first search. Review items of deleted banks let go of their entry ids, which
+    # SQLite hands out again: a dismissal must never carry over to a new bank's entry.
+    """
+    ALTER TABLE hub_models ADD COLUMN search_text TEXT;
+    ALTER TABLE hub_versions ADD COLUMN search_text TEXT;
+    ALTER TABLE hub_files ADD COLUMN search_text TEXT;
+    UPDATE review_items SET entry_id = NULL WHERE bank_id IS NULL
+    """,
 ]
