@@ -140,7 +140,9 @@ def test_previews_faces_and_the_registry_name_the_person(hub_with_previews, tmp_
         people = registered_people(registry, actor="tester", purpose="test")
     with fake_civitai(world) as hub, Store.open(tmp_path / "s.db") as store:
         CivitaiConnector(hub.url).crawl(store, {})
-        report = assess_hub_model(store, "civitai", str(person_id_model), people=people, image_base=hub.url)
+        down = assess_hub_model(store, "civitai", str(person_id_model), people=people, image_base="http://127.0.0.1:9")
+        assert down.faces.previews == shown and len(down.faces.unreadable) == shown  # the image host is down
+        report = assess_hub_model(store, "civitai", str(person_id_model), people=people, image_base=hub.url)  # tried again
         style = assess_hub_model(store, "civitai", str(style_id), people=people, image_base=hub.url)
         fetched = sum(1 for r in hub.requests if r.path.endswith(".jpeg"))
         again = assess_hub_model(store, "civitai", str(person_id_model), people=people, image_base=hub.url)
@@ -150,7 +152,9 @@ def test_previews_faces_and_the_registry_name_the_person(hub_with_previews, tmp_
     face = next(s for s in report.people[0].signals if s["kind"] == "registered-face")
     assert len(face["images"]) == shown and face["distance"] <= face["threshold"]
     assert any(s["kind"] == "dominant-identity" for s in report.signals)
-    assert report.faces.with_faces == shown and report.faces.dominant_images == shown
+    assert report.faces.with_faces == shown and report.faces.dominant_images == shown and report.faces.unreadable == []
+    levels = {f"hub:civitai:{i['id']}": i["nsfwLevel"] for v in world.models[person_id_model]["modelVersions"] for i in v["images"]}
+    assert report.faces.nsfw and all(n["hub_nsfw_level"] == levels[n["ref"]] for n in report.faces.nsfw)  # beside our score
     assert style.verdict == NO_SIGN and style.faces.with_faces == 0 and not style.people
     assert refetched == 0 and again.verdict == report.verdict  # analysed once, read from the store after
     assert found and found[0].ref == f"civitai:{person_id_model}" and found[0].score >= 0.9

@@ -93,17 +93,19 @@ def _print(report) -> None:
             click.echo(f"    {s['kind']:<22} {s['field']:<16} {s['detail']}" + (f": {s['text']!r}" if s.get("text") else ""))
     for s in report.signals:
         click.echo(f"  {s['kind']:<24} {s['field']:<16} {s['detail']}" + (f": {s['text']!r}" if s.get("text") else ""))
+    from consentry.hubs.civitai import decode_nsfw_level
+
     if report.faces:
         f = report.faces
         share = f", one identity in {f.dominant_images} of {f.with_faces}" if f.with_faces else ""
         click.echo(f"  previews: {f.previews} analysed, {f.with_faces} with faces ({f.faces} faces){share}")
         for n in f.nsfw:
-            click.echo(f"    {n['ref']}: NSFW {n['nsfw']:.3f}")
+            level = n.get("hub_nsfw_level")
+            hub = f", hub nsfwLevel {level} ({', '.join(decode_nsfw_level(level)) or 'unrated'})" if level is not None else ""
+            click.echo(f"    {n['ref']}: NSFW {n['nsfw']:.3f}{hub}")
         for u in f.unreadable:
             click.echo(f"    {u['ref']}: {u['problem']}")
     if report.hub_nsfw_level is not None:
-        from consentry.hubs.civitai import decode_nsfw_level
-
         click.echo(f"  hub nsfwLevel {report.hub_nsfw_level} ({', '.join(decode_nsfw_level(report.hub_nsfw_level)) or 'unrated'})")
     for note in report.notes:
         click.echo(f"  note: {note}")

@@ -128,7 +128,8 @@ class Assessor:
                     s["detail"] += f" (x{FICTION_FACTOR}: the text speaks of a style or a fictional character)"
         faces = None
         if analyses:
-            faces, face_generic, face_people = self._faces(analyses)
+            levels = {preview.ref: preview.hub_nsfw_level for preview in subject.previews}
+            faces, face_generic, face_people = self._faces(analyses, levels)
             generic += face_generic
             for person_id, signal in face_people.items():
                 per_person.setdefault(person_id, []).append(signal)
@@ -148,14 +149,15 @@ class Assessor:
         return LikenessReport(subject.ref, subject.title, verdict, score, people, generic, faces, subject.hub_nsfw_level,
                               thresholds(), notes + list(subject.notes))  # fmt: skip
 
-    def _faces(self, analyses: Sequence[StoredAnalysis]) -> tuple[FaceEvidence, list[dict], dict[str, dict]]:
+    def _faces(self, analyses: Sequence[StoredAnalysis],
+               hub_levels: dict[str, int | None]) -> tuple[FaceEvidence, list[dict], dict[str, dict]]:  # fmt: skip
         from consentry.images.faces import SAME_PERSON_DISTANCE
 
         faced = [a for a in analyses if a.faces]
         evidence = FaceEvidence(previews=len(analyses), with_faces=len(faced), faces=sum(len(a.faces) for a in analyses),
                                 dominant_images=0, dominant_share=None)  # fmt: skip
         evidence.unreadable = [{"ref": a.ref, "problem": a.problem} for a in analyses if a.problem]
-        evidence.nsfw = [{"ref": a.ref, "nsfw": a.nsfw} for a in analyses if a.nsfw is not None]
+        evidence.nsfw = [{"ref": a.ref, "nsfw": a.nsfw, "hub_nsfw_level": hub_levels.get(a.ref)} for a in analyses if a.nsfw is not None]
         generic: list[dict] = []
         if faced:
             images, _cluster = dominant_identity([[f.embedding for f in a.faces] for a in faced], SAME_PERSON_DISTANCE)

@@ -87,7 +87,7 @@ def analyse_previews(store, subject: Subject, *, image_base: str | None = None, 
     if not refetch:
         for p in previews:
             stored = store.images.get(p.ref) if p.path is None else None
-            if stored is not None:
+            if stored is not None and stored.sha256 is not None:  # a failed download is tried again
                 done[p.ref] = stored
     wanted = [p for p in previews if p.ref not in done]
     if wanted:
