@@ -23,7 +23,7 @@ import numpy as np
 from consentry.images.eval_set import AUGMENTATIONS, augment, evaluate_faces, subject_photos
 from consentry.likeness.assess import REGISTERED, Assessor, RegisteredPerson
 from consentry.likeness.evaluation import SignalScore, evaluate_text, people
-from consentry.likeness.sources import Subject
+from consentry.likeness.sources import Preview, Subject
 from consentry.store.images import StoredAnalysis, StoredFace
 
 
@@ -75,8 +75,9 @@ def combined_part() -> None:
     real, person = SignalScore("verdict: a real person"), SignalScore("verdict: the right registered person")
     faces_signal, dominant_signal = SignalScore("registered-face"), SignalScore("dominant-identity")
     for fields, images, is_real, person_id in cases:
+        analysed = analyses(images)
         report = assessor.assess(Subject(ref="case", title=fields[0][1], fields=fields,
-                                         previews=[None] * len(images)), analyses(images))  # fmt: skip
+                                         previews=[Preview(ref=a.ref) for a in analysed]), analysed)  # fmt: skip
         named = report.people[0].person_id if report.verdict.startswith(REGISTERED) else None
         real.add(report.score >= 0.5, is_real)
         if person_id or named:

@@ -669,16 +669,22 @@ def test_photos_become_embeddings_and_are_never_written(tmp_path: Path, monkeypa
 def test_photo_with_no_face_or_two_faces_stores_nothing(tmp_path: Path):
     photos = _photo_files(tmp_path)
     with Registry.open(tmp_path / "registry.db") as registry:
-        with pytest.raises(RegistryError, match=r"no_face\.png: no face found.*nothing was stored"):
+        with pytest.raises(RegistryError, match=r"^photo 2: no face found.*nothing was stored"):
             registry.add_person("Subject A", photos=[photos["a"], photos["none"]], consent_by="x", consent_scope="s", entered_by="ren")
-        with pytest.raises(RegistryError, match=r"two_people\.png: 2 faces found") as err:
+        with pytest.raises(RegistryError, match=r"^photo 1: 2 faces found") as err:
             registry.add_person("Subject A", photos=[photos["two"]], consent_by="x", consent_scope="s", entered_by="ren")
         assert "Subject A" not in str(err.value)
         not_image = tmp_path / "notes.jpg"
         not_image.write_text("not a photo at all")
-        with pytest.raises(ConsentryError, match=r"notes\.jpg: ") as err:
+        with pytest.raises(ConsentryError, match=r"^photo 2: ") as err:
             registry.add_person("Subject A", photos=[photos["a"], not_image], consent_by="x", consent_scope="s", entered_by="ren")
-        assert err.value.exit_code == 2
+        assert err.value.exit_code == 2 and "notes" not in str(err.value)  # never the file's name: often the person's
+        with pytest.raises(RegistryError, match=r"^photo 2: the same picture as an earlier photo"):
+            registry.add_person("Subject A", photos=[photos["a"], photos["a"]], consent_by="x", consent_scope="s", entered_by="ren")
+        missing = tmp_path / "Subject_A_private.jpg"
+        with pytest.raises(ConsentryError, match=r"^photo 1: ") as err:
+            registry.add_person("Subject A", photos=[missing], consent_by="x", consent_scope="s", entered_by="ren")
+        assert "Subject" not in str(err.value)
         status = registry.status()
         assert (status.people, status.face_embeddings, status.audit_entries) == (0, 0, 0)
     from consentry.cli.people import person_group
@@ -688,7 +694,8 @@ def test_photo_with_no_face_or_two_faces_stores_nothing(tmp_path: Path):
                              "--consent-scope", "s"])  # fmt: skip
     note, error = two.stderr.splitlines()  # the new registry's note, then the one error line
     assert two.exit_code == 2 and "WITHOUT encryption" in note
-    assert error.startswith(f"consentry: error: {photos['two']}: 2 faces found") and error.endswith("nothing was stored")
+    assert error.startswith("consentry: error: photo 1: 2 faces found") and error.endswith("nothing was stored")
+    assert str(photos["two"]) not in two.stderr
     one = run(person_group, ["--registry", reg, "add", "Subject B", "--photo", str(photos["b"]), "--consent-by", "x",
                              "--consent-scope", "s"])  # fmt: skip
     assert one.exit_code == 0 and "1 face embedding(s), 1 PDQ hash(es) from 1 photo(s); the photos were not stored" in one.stdout
@@ -813,3 +820,17 @@ def test_cli_module_imports_nothing_heavy():
             "if m in sys.modules)))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_photos_without_the_face_models_installed_is_one_clear_error(tmp_path: Path):
+    code = (
+        "import sys; sys.modules['dlib'] = None\n"  # as if consentry[likeness] were not installed
+        "from consentry.registry.intake import reduce_photos\n"
+        "from consentry.registry import PhotoError\n"
+        "import io; from PIL import Image; buf = io.BytesIO(); Image.new('RGB', (64, 64), (200, 80, 40)).save(buf, 'PNG')\n"
+        "try:\n    reduce_photos([buf.getvalue()])\nexcept PhotoError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout.strip() == ("photo 1: reference photos need the face models: pip install 'consentry[likeness]' "
+                                  "(dlib is missing); nothing was stored")  # fmt: skip

@@ -81,7 +81,7 @@ def person_group(ctx: click.Context, registry_target: str | None) -> None:
                    "photos, consent_by, consent_scope, consent_at, entered_by.")  # fmt: skip
 @click.option("--alias", "aliases", multiple=True, help="Another name, spelling or script (repeatable).")
 @click.option("--handle", "handles", multiple=True, help="A social media handle, e.g. @name or platform:name (repeatable).")
-@click.option("--photo", "photos", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--photo", "photos", multiple=True, type=click.Path(path_type=Path),  # checked as "photo N", never by name
               help="A reference photo showing exactly the person's face (repeatable): reduced to a face embedding and a "
                    "PDQ hash, never stored.")  # fmt: skip
 @click.option("--consent-by", default=None, help="Who gave consent (the person, or who acts for them). Required.")

@@ -51,7 +51,7 @@ def metadata_fields(decoded: dict[str, Any] | None) -> list[tuple[str, str]]:
         out.append(("output name", str(kohya["output_name"])))
     if kohya.get("training_comment"):
         out.append(("training comment", str(kohya["training_comment"])))
-    tags = [tag for tag, _count in decoded.get("top_tags") or []][:10]
+    tags = [tag for tag, _count in decoded.get("top_tags") or []]  # the 20 most frequent caption tags the inspection keeps
     if tags:
         out.append(("caption tags", ", ".join(tags)))
     title = (decoded.get("modelspec") or {}).get("title") or (decoded.get("modelspec") or {}).get("modelspec.title")

@@ -57,7 +57,6 @@ _FICTION_OR_STYLE = re.compile(r"\b(style|styles|art ?style|concept|character|an
                                r"pokemon|vtuber|fictional|oc|original character|fantasy|landscape|background|object|"
                                r"clothing|outfit|pose|slider|tool)\b", re.IGNORECASE)
 _HANDLE = re.compile(r"(?<![\w@])@([A-Za-z0-9_.]{3,30})\b")
-_HANDLE_TITLE = re.compile(r"^@?[a-z0-9]+([._][a-z0-9]+)*(_official|official|_x|xo|_)?$")
 _CAPITALISED_PAIR = re.compile(r"\b([A-Z][a-z]{2,})[ _-]([A-Z][a-z]{2,})\b")
 # Capitalised pairs that are not people's names (styles, concepts, model jargon).
 _NOT_NAMES = {

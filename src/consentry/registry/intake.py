@@ -1,12 +1,13 @@
 """Reference photos reduced to what matching needs: one face embedding and one PDQ hash each.
 
 The photo is decoded in memory by :mod:`consentry.images` and dropped; its bytes and pixels are
-never written anywhere. A photo with no face or several faces is refused, naming the file, before
+never written anywhere. A photo with no face or several faces is refused, naming its place, before
 anything is stored (which of several faces is the person is for the advocate to say, by cropping).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,9 +32,9 @@ PDQ_MIN_QUALITY = 50
 
 
 def photo_label(photo: Photo, index: int) -> str:
-    if isinstance(photo, (bytes, bytearray, memoryview)):
-        return f"photo {index} (bytes)"
-    return str(photo)
+    """Errors name a photo by its place in the intake, never by its file name: reference photos
+    are often named after the person."""
+    return f"photo {index}"
 
 
 def reduce_photos(photos: Sequence[Photo]) -> tuple[list[np.ndarray], list[str]]:
@@ -45,18 +46,24 @@ def reduce_photos(photos: Sequence[Photo]) -> tuple[list[np.ndarray], list[str]]
     """
     if not photos:
         return [], []
+    try:
+        return _reduce(photos)
+    except ImportError as exc:  # the face models and image readers load on first use
+        raise PhotoError("photo 1", f"reference photos need the face models: pip install 'consentry[likeness]' ({exc.name} is "
+                                    "missing)") from None  # fmt: skip
+
+
+def _reduce(photos: Sequence[Photo]) -> tuple[list[np.ndarray], list[str]]:
     from consentry.images.faces import detect_faces
     from consentry.images.pdq import pdq_hash
     from consentry.images.reading import load_image
 
     embeddings: list[np.ndarray] = []
     hashes: list[str] = []
+    seen: set[str] = set()
     for index, photo in enumerate(photos, 1):
         label = photo_label(photo, index)
-        if isinstance(photo, (bytes, bytearray, memoryview)):
-            rgb = load_image(bytes(photo), name=label)
-        else:
-            rgb = load_image(Path(photo))
+        rgb = load_image(bytes(photo) if isinstance(photo, (bytes, bytearray, memoryview)) else Path(photo), name=label)
         faces = sorted(detect_faces(rgb), key=lambda f: f.score, reverse=True)
         if not faces:
             raise PhotoError(label, "no face found: a reference photo must show exactly one face")
@@ -65,8 +72,12 @@ def reduce_photos(photos: Sequence[Photo]) -> tuple[list[np.ndarray], list[str]]
             scores = ", ".join(f"{f.score:.2f}" for f in [faces[0], *rivals])
             raise PhotoError(label, f"{1 + len(rivals)} faces found (detector scores {scores}): a reference photo must show "
                                     "exactly one face (crop it to the person)")  # fmt: skip
-        embeddings.append(np.asarray(faces[0].embedding, dtype=np.float32).reshape(EMBEDDING_DIM).copy())
         digest, quality = pdq_hash(rgb)
+        same = hashlib.sha256(rgb.tobytes()).hexdigest()
+        if same in seen:  # the same photo twice would count as two agreeing references
+            raise PhotoError(label, "the same picture as an earlier photo: give each reference photo once")
+        seen.add(same)
+        embeddings.append(np.asarray(faces[0].embedding, dtype=np.float32).reshape(EMBEDDING_DIM).copy())
         if quality >= PDQ_MIN_QUALITY:
             hashes.append(digest)
         del rgb, faces
