@@ -94,3 +94,34 @@ def test_scan_cli_shows_fingerprint_score_and_threshold(tmp_path: Path, monkeypa
     scanned = runner.invoke(cli, ["--db", db, "scan", str(copy)], catch_exceptions=False)
     assert scanned.exit_code == 1
     assert "via fingerprint same" in scanned.stdout and "score" in scanned.stdout and "threshold" in scanned.stdout
+
+
+def test_exported_fingerprints_match_in_the_importing_store_and_round_trip(tmp_path: Path, store: Store):
+    import io
+    import json
+
+    from consentry.banks.exchange import export_bank, import_exchange
+
+    lora = make_lora(5)
+    original = save_lora(lora, tmp_path / "banned.safetensors")
+    converted = save_lora(refactor(lora, 2), tmp_path / "LORA.safetensors", fmt="peft", dtype=np.float16)  # no hash agrees
+    store.banks.create("deleted")
+    add_model_file(store, "deleted", original)
+    first = io.StringIO()
+    export_bank(store, "deleted", first)
+    lines = first.getvalue().splitlines()
+    assert "fingerprint" in json.loads(lines[1])
+    with Store.open(tmp_path / "other.sqlite") as other:
+        report = import_exchange(other, io.BytesIO(first.getvalue().encode()), source_name="deleted.jsonl")
+        assert report.added == 1 and report.rejected == 0
+        result = match_identity(other, identify(converted))
+        assert result.status == STATUS_MATCH and result.matches[0].signal_type == "fingerprint"
+        again = io.StringIO()
+        export_bank(other, "deleted", again)
+        assert again.getvalue() == first.getvalue()  # lossless: the same bytes back
+        broken = json.loads(lines[1])
+        broken["fingerprint"] = "bm90IGEgZmluZ2VycHJpbnQ="  # base64, but not a fingerprint
+        bad = "\n".join([lines[0].replace('"deleted"', '"broken"', 1), json.dumps(broken)]) + "\n"
+        refused = import_exchange(other, io.BytesIO(bad.encode()), source_name="bad.jsonl")
+        assert refused.added == 0 and refused.rejected == 1
+        assert "malformed fingerprint" in json.dumps(refused.as_dict())

@@ -8,11 +8,16 @@ Line 1 describes the bank::
 then one line per entry, in the order the entries were added::
 
     {"name":...,"url":...,"labels":[...],"note":...,"provenance":{...},"added_at":...,
-     "signals":{"sha256":"...","autov3":"..."}}
+     "signals":{"sha256":"...","autov3":"..."},"fingerprint":"<base64>"}
+
+``fingerprint`` is present when the entry has a weight fingerprint: the base64 of
+``consentry.fingerprints.model.Fingerprint.to_bytes()`` (magic ``CFP1``, u32 header
+length, JSON header, float32 sketches), so converted and merged copies match in the importing
+store too.
 
 UTF-8, ``\\n`` line ends, compact separators, keys in the order shown, signal types sorted,
 values in the signal type's canonical form. Importing keeps every field as written (name, url,
-labels, note, provenance, added_at, signals; the bank's settings and created_at when the bank is
+labels, note, provenance, added_at, signals, fingerprint; the bank's settings and created_at when the bank is
 created), so export → import into another store → export gives the same bytes. What the
 importing store adds lives outside the entry: its ``bank_imports`` record (file name, actor,
 time), linked by ``bank_entries.import_id``. A bank's ``updated_at`` is not exported.
@@ -23,7 +28,9 @@ Readers must ignore keys they do not know (later versions may add some); a file 
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from typing import IO, Any, Iterator
 
 from consentry.banks.importing import (
@@ -70,14 +77,26 @@ def export_bank(store: Store, name: str, out: IO[str]) -> int:
         ):
             if s["entry_id"] in signals:
                 signals[s["entry_id"]][s["signal_type"]] = s["value"]
+        fingerprints = _fingerprints(store, [r["id"] for r in rows])
         for r in rows:
-            out.write(_line({
+            entry = {
                 "name": r["name"], "url": r["url"], "labels": from_json(r["labels"], []), "note": r["note"],
                 "provenance": from_json(r["provenance"], {}), "added_at": r["added_at"],
                 "signals": dict(sorted(signals[r["id"]].items())),
-            }))  # fmt: skip
+            }  # fmt: skip
+            if r["id"] in fingerprints:
+                entry["fingerprint"] = base64.b64encode(fingerprints[r["id"]]).decode("ascii")
+            out.write(_line(entry))
         count += len(rows)
         last = rows[-1]["id"]
+
+
+def _fingerprints(store: Store, entry_ids: list[int]) -> dict[int, bytes]:
+    if not store.db.query_one("SELECT 1 AS x FROM fingerprints WHERE path LIKE 'bank-entry:%' LIMIT 1"):
+        return {}  # no bank holds a fingerprint: nothing to load
+    from consentry.banks.fingerprint_matching import entry_fingerprints
+
+    return entry_fingerprints(store, entry_ids)
 
 
 def read_header(line: bytes) -> dict[str, Any] | None:
@@ -129,8 +148,18 @@ def _entry_rows(stream: IO[bytes]) -> RowParser:
         labels, provenance = obj.get("labels") or [], obj.get("provenance") or {}
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or not isinstance(provenance, dict):
             return "malformed row: labels must be a list of text and provenance an object"
+        fingerprint = None
+        if obj.get("fingerprint") is not None:
+            from consentry.fingerprints.errors import FingerprintError
+            from consentry.fingerprints.model import Fingerprint
+
+            try:
+                fingerprint = base64.b64decode(str(obj["fingerprint"]), validate=True)
+                Fingerprint.from_bytes(fingerprint)  # refused here, row by row, rather than half-way through the import
+            except (ValueError, KeyError, TypeError, FingerprintError, struct.error):
+                return "malformed fingerprint (expected the base64 of a consentry fingerprint)"
         return Candidate(row=number, signals=signals, labels_json=to_json(labels), provenance_json=to_json(provenance),
-                         **fields)
+                         fingerprint=fingerprint, **fields)
 
     def parse(_context: ImportContext) -> Iterator[tuple[int, RowResult]]:
         for number, obj in _json_lines(stream):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from consentry.errors import ConsentryError
 from consentry.fingerprints.search import related_fingerprints
-from consentry.fingerprints.stored import compute_fingerprint, save_fingerprint
+from consentry.fingerprints.stored import compute_fingerprint, put_fingerprint, save_fingerprint
 from consentry.identity.identify import ModelIdentity
 
 SIGNAL = "fingerprint"
@@ -30,6 +30,22 @@ def fingerprint_entry(store, entry_id: int, path: str | Path, identity: ModelIde
         return str(exc)
     save_fingerprint(store, fp, path, identity=identity, key=f"{KEY_PREFIX}{entry_id}")
     return None
+
+
+def put_entry_fingerprint(store, entry_id: int, blob: bytes, *, sha256: str | None, content_hash: str | None = None) -> int:
+    """Store a banked entry's fingerprint as an exchange file carries it (``Fingerprint.to_bytes``)."""
+    from consentry.fingerprints.model import Fingerprint
+
+    return put_fingerprint(store, Fingerprint.from_bytes(blob), f"{KEY_PREFIX}{entry_id}", sha256=sha256, content_hash=content_hash)
+
+
+def entry_fingerprints(store, entry_ids: list[int]) -> dict[int, bytes]:
+    """``{entry id: Fingerprint.to_bytes()}`` for the entries that have one (for the exchange format)."""
+    if not entry_ids:
+        return {}
+    marks = ", ".join("?" * len(entry_ids))
+    rows = store.db.query(f"SELECT path, sketch FROM fingerprints WHERE path IN ({marks})", [f"{KEY_PREFIX}{i}" for i in entry_ids])
+    return {int(r["path"][len(KEY_PREFIX):]): bytes(r["sketch"]) for r in rows}
 
 
 def banks_hold_fingerprints(store) -> bool:

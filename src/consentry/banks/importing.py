@@ -168,6 +168,7 @@ class Candidate:
     labels_json: str = "[]"
     provenance_json: str = "{}"
     added_at: str | None = None  # None: the import's start time
+    fingerprint: bytes | None = None  # an exchange file's weight fingerprint of the entry (already checked)
 
 
 RowResult = Union[Candidate, str]  # a candidate, or the reason the row is rejected
@@ -633,8 +634,9 @@ class BankWriter:
     there before ("already in the bank") is told by the entry id it belongs to: the ids this
     import drew are kept as runs, so the look-up never joins bank_entries."""
 
-    def __init__(self, db: Database, bank: Bank, import_id: int, added_at: str, report: ImportReport) -> None:
-        self.db = db
+    def __init__(self, store: Store, bank: Bank, import_id: int, added_at: str, report: ImportReport) -> None:
+        self.store = store
+        db = self.db = store.db
         self.bank = bank
         self.import_id = import_id
         self.added_at = added_at
@@ -692,6 +694,13 @@ class BankWriter:
         signal_rows = sorted(((bank_id, i, t, v) for i, c in zip(ids, fresh) for t, v in c.signals.items()), key=_index_order)
         self.db.copy_rows("bank_signals", ("bank_id", "entry_id", "signal_type", "value"), signal_rows)
         self.signals_added += len(signal_rows)
+        with_fingerprint = [(i, c) for i, c in zip(ids, fresh) if c.fingerprint]
+        if with_fingerprint:
+            from consentry.banks.fingerprint_matching import put_entry_fingerprint
+
+            for i, c in with_fingerprint:
+                put_entry_fingerprint(self.store, i, c.fingerprint, sha256=c.signals.get("sha256"),
+                                      content_hash=c.signals.get("content_hash"))  # fmt: skip
         self.report.added += len(fresh)
 
     def _claim(self, ids: Sequence[int]) -> None:
@@ -762,7 +771,7 @@ def run_import(store: Store, bank_name: str, parse: RowParser, *, fmt: str, sour
             "INSERT INTO bank_imports (bank_id, source_name, actor, started_at) VALUES (?, ?, ?, ?)",
             (bank.id, source_name, actor, started),
         )
-        writer = BankWriter(db, bank, report.import_id, started, report)
+        writer = BankWriter(store, bank, report.import_id, started, report)
         rows_in = parse(ImportContext(report.import_id, source_name, actor, started))
         with read_ahead(rows_in) if db.dialect == "postgresql" else nullcontext(rows_in) as rows:
             for row, result in rows:
