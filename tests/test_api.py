@@ -237,6 +237,9 @@ def test_bank_crud_and_entries(svc: Service):
     assert svc.client.post("/v1/banks/civitai-may/entries", headers=admin, json=entry).json()["added"] is False
     bad = svc.client.post("/v1/banks/civitai-may/entries", headers=admin, json={"signals": {"sha256": "abc"}})
     assert "expected 64" in assert_error(bad, 422)["error"]
+    twice = svc.client.post("/v1/banks/civitai-may/entries", headers=admin,
+                            json={"signals": {"SHA256": "0x" + "ab" * 32, "sha256": "cd" * 32}})  # fmt: skip
+    assert "two different sha256 values in one entry" in assert_error(twice, 422)["error"]
     page = svc.client.get("/v1/banks/civitai-may/entries?limit=1", headers=svc.auth("scanner")).json()
     assert [e["name"] for e in page["entries"]] == ["jane v2"]
     assert svc.client.get("/v1/banks/civitai-may", headers=svc.auth("scanner")).json()["entry_count"] == 1
@@ -294,14 +297,18 @@ def test_review_confirm_dismiss_into_negative_bank_and_appeal(svc: Service, tmp_
 
 
 def test_import_and_export(svc: Service):
-    pytest.importorskip("consentry.banks.importing")
-    pytest.importorskip("consentry.banks.exchange")
     csv_body = "model name,old civitai url,sha256\njane,https://civitai.com/models/9," + "cd" * 32 + "\nbad,,xyz\n"
     response = svc.client.post("/v1/banks/deleted/import?format=csv&source_name=list.csv", content=csv_body,
                                headers=svc.auth("admin"))  # fmt: skip
     assert response.status_code == 200, response.text
     report = response.json()
     assert (report["added"], report["rejected"]) == (1, 1)
+    strict_body = "sha256\n" + "ef" * 32 + "\nxyz\n"
+    strict = svc.client.post("/v1/banks/deleted/import?format=csv&strict=true", content=strict_body, headers=svc.auth("admin"))
+    body = assert_error(strict, 422)
+    assert "1 row(s) rejected" in body["error"] and body["details"][0]["loc"] == ["row", 3]
+    assert "xyz" in body["details"][0]["msg"] or "hash" in body["details"][0]["msg"]
+    assert "EF" * 32 not in svc.client.get("/v1/banks/deleted/export", headers=svc.auth("scanner")).text  # nothing imported
     assert_error(svc.client.post("/v1/banks/deleted/import", content=csv_body, headers=svc.auth("scanner")), 403)
     exported = svc.client.get("/v1/banks/deleted/export", headers=svc.auth("scanner"))
     assert exported.status_code == 200 and exported.headers["content-type"].startswith("application/x-ndjson")

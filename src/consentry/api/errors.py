@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consentry.banks.review import InvalidTransition
+from consentry.banks.importing import ImportAborted
 from consentry.errors import ConsentryError, StoreBusy, StoreError
 from consentry.store.api_keys import ApiKeyExists, ApiKeyRevoked
 from consentry.store.banks import BankExists
@@ -111,7 +112,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConsentryError)
     async def _library(request: Request, exc: ConsentryError) -> JSONResponse:
         retry = {"Retry-After": "10"} if isinstance(exc, StoreBusy) else None
-        return error_response(status_for(exc), str(exc), headers=retry)
+        details = None
+        if isinstance(exc, ImportAborted):  # a strict import: which rows, and why
+            details = [{"loc": ["row", p.row], "msg": p.reason, "type": "rejected_row"} for p in exc.report.rejected_rows]
+        return error_response(status_for(exc), str(exc), headers=retry, details=details)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

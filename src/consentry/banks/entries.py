@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from consentry.banks.signals import SignalRegistry, is_typed, signal_registry
-from consentry.errors import ConsentryError, ModelFileUnreadable
+from consentry.errors import ConsentryError, HashFormatError, ModelFileUnreadable
 from consentry.identity.identify import ModelIdentity, identify, identify_image
 from consentry.store import Store
 from consentry.store.banks import BankEntry
@@ -61,4 +61,13 @@ def add_model_file(store: Store, bank_name: str, path: str | os.PathLike[str], *
 def normalise_signals(raw: Mapping[str, str], registry: SignalRegistry | None = None) -> dict[str, str]:
     """Validate typed values (``{"sha256": "abc..."}``) into canonical form; raises on any bad one."""
     registry = registry or signal_registry()
-    return {registry.get(t).name: registry.get(t).normalise(v) for t, v in raw.items() if v not in (None, "")}
+    out: dict[str, str] = {}
+    for given, value in raw.items():
+        if value in (None, ""):
+            continue
+        signal = registry.get(given)
+        canonical = signal.normalise(value)
+        if out.get(signal.name, canonical) != canonical:  # "SHA256" and "sha256" are one signal
+            raise HashFormatError(f"two different {signal.name} values in one entry")
+        out[signal.name] = canonical
+    return out
