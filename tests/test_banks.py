@@ -269,6 +269,24 @@ def test_bank_thresholds_must_name_a_similarity_signal_within_its_range(tmp_path
         assert [b.name for b in store.banks.list()] == ["t"] and store.banks.get("t").thresholds == {"pdq": 12.0}
 
 
+def test_bank_names_are_url_safe_whichever_way_a_bank_is_made(tmp_path: Path):
+    from consentry.api import create_app
+    from fastapi.testclient import TestClient
+
+    db = tmp_path / "db.sqlite"
+    for name in ("a/b", "has space", "...", "_x", "x" * 101):
+        refused = run(db, "bank", "create", name)
+        assert refused.exit_code == 2 and "bank name" in refused.stderr, name
+    with Store.open(db) as store:
+        key = store.api_keys.create("admin-key", "admin")
+    with TestClient(create_app(db)) as client:
+        made = client.post("/v1/banks/has%20space/import?format=csv&create=true", content="sha256\n" + "ab" * 32 + "\n",
+                           headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert made.status_code == 422 and "bank name" in made.json()["error"]
+    with Store.open(db) as store:
+        assert store.banks.list() == []
+
+
 def test_cli_bank_and_scan(tmp_path: Path):
     db = tmp_path / "db.sqlite"
     original = lora(tmp_path / "jane.safetensors", 7)

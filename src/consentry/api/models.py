@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from consentry.store.api_keys import ROLES
+from consentry.store.banks import BANK_NAME
 
-# Bank names created over HTTP are path-safe; banks made by the CLI are reachable URL-encoded.
-BankName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+BankName = Annotated[str, StringConstraints(pattern=BANK_NAME)]  # the store's rule: every bank is reachable by URL
 ShortText = Annotated[str, StringConstraints(max_length=2000)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Threshold = Annotated[float, Field(allow_inf_nan=False)]

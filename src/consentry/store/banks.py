@@ -1,8 +1,10 @@
-"""Persistence of banks, their entries and signals. SQL only: validation lives in
-:mod:`consentry.banks` (which normalises every value before it gets here)."""
+"""Persistence of banks, their entries and signals. Values are validated in :mod:`consentry.banks`
+(which normalises every signal before it gets here); the bank's own settings — its name and
+thresholds — are checked here, the one place every way of making a bank passes through."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -20,6 +22,14 @@ class BankNotFound(ConsentryError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]
+
+
+BANK_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # path-safe: every bank is reachable as /v1/banks/<name>
+_BANK_NAME = re.compile(BANK_NAME)
+
+
+class InvalidBankName(ConsentryError, ValueError):
+    exit_code = 2
 
 
 class BankExists(ConsentryError):
@@ -113,6 +123,9 @@ class BankRepository:
 
     def create(self, name: str, *, kind: str = "positive", labels: Sequence[str] = (), description: str | None = None,
                source: str | None = None, enabled: bool = True, thresholds: dict[str, float] | None = None) -> Bank:  # fmt: skip
+        if not isinstance(name, str) or not _BANK_NAME.match(name):
+            raise InvalidBankName(f"bank name {str(name)[:120]!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a "
+                                  "letter or digit (it is part of the bank's URL)")  # fmt: skip
         now = utc_now()
         thresholds = _checked_thresholds(thresholds)
         try:
