@@ -40,7 +40,7 @@ from consentry.banks.importing import (
 from consentry.banks.signals import signal_registry
 from consentry.errors import HashFormatError
 from consentry.store import Store
-from consentry.store.banks import Bank
+from consentry.store.banks import ENTRY_FINGERPRINT_KEY, Bank
 from consentry.store.records import from_json, to_json
 
 FORMAT = "consentry-bank"
@@ -92,11 +92,9 @@ def export_bank(store: Store, name: str, out: IO[str]) -> int:
 
 
 def _fingerprints(store: Store, entry_ids: list[int]) -> dict[int, bytes]:
-    if not store.db.query_one("SELECT 1 AS x FROM fingerprints WHERE path LIKE 'bank-entry:%' LIMIT 1"):
-        return {}  # no bank holds a fingerprint: nothing to load
-    from consentry.banks.fingerprint_matching import entry_fingerprints
-
-    return entry_fingerprints(store, entry_ids)
+    """``{entry id: Fingerprint.to_bytes()}`` of the entries that have a fingerprint."""
+    found = store.fingerprints.sketches([f"{ENTRY_FINGERPRINT_KEY}{i}" for i in entry_ids])
+    return {int(key[len(ENTRY_FINGERPRINT_KEY):]): blob for key, blob in found.items()}
 
 
 def read_header(line: bytes) -> dict[str, Any] | None:

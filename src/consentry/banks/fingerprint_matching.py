@@ -17,9 +17,10 @@ from consentry.errors import ConsentryError
 from consentry.fingerprints.search import related_fingerprints
 from consentry.fingerprints.stored import compute_fingerprint, put_fingerprint, save_fingerprint
 from consentry.identity.identify import ModelIdentity
+from consentry.store.banks import ENTRY_FINGERPRINT_KEY
 
 SIGNAL = "fingerprint"
-KEY_PREFIX = "bank-entry:"
+KEY_PREFIX = ENTRY_FINGERPRINT_KEY
 
 
 def fingerprint_entry(store, entry_id: int, path: str | Path, identity: ModelIdentity) -> str | None:
@@ -39,18 +40,8 @@ def put_entry_fingerprint(store, entry_id: int, blob: bytes, *, sha256: str | No
     return put_fingerprint(store, Fingerprint.from_bytes(blob), f"{KEY_PREFIX}{entry_id}", sha256=sha256, content_hash=content_hash)
 
 
-def entry_fingerprints(store, entry_ids: list[int]) -> dict[int, bytes]:
-    """``{entry id: Fingerprint.to_bytes()}`` for the entries that have one (for the exchange format)."""
-    if not entry_ids:
-        return {}
-    marks = ", ".join("?" * len(entry_ids))
-    rows = store.db.query(f"SELECT path, sketch FROM fingerprints WHERE path IN ({marks})", [f"{KEY_PREFIX}{i}" for i in entry_ids])
-    return {int(r["path"][len(KEY_PREFIX):]): bytes(r["sketch"]) for r in rows}
-
-
 def banks_hold_fingerprints(store) -> bool:
-    row = store.db.query_one("SELECT 1 AS x FROM fingerprints WHERE path LIKE ? LIMIT 1", (KEY_PREFIX + "%",))
-    return row is not None
+    return store.fingerprints.any_under(KEY_PREFIX)
 
 
 def fingerprint_candidates(store, identity: ModelIdentity) -> tuple[list[tuple[int, str, float, float, str]], list[str]]:

@@ -24,6 +24,7 @@ class BankNotFound(ConsentryError, KeyError):
         return self.args[0]
 
 
+ENTRY_FINGERPRINT_KEY = "bank-entry:"  # a bank entry's fingerprint lives in the fingerprints table under "bank-entry:<id>"
 BANK_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # path-safe: every bank is reachable as /v1/banks/<name>
 _BANK_NAME = re.compile(BANK_NAME)
 
@@ -176,10 +177,9 @@ class BankRepository:
     def delete(self, name: str) -> None:
         bank = self.get(name)
         with self.db.transaction():
-            # Fingerprints of this bank's entries live in the fingerprints table under "bank-entry:<id>".
             self.db.execute(
-                "DELETE FROM fingerprints WHERE path IN (SELECT 'bank-entry:' || CAST(id AS TEXT) FROM bank_entries WHERE bank_id = ?)",
-                (bank.id,),
+                "DELETE FROM fingerprints WHERE path IN (SELECT ? || CAST(id AS TEXT) FROM bank_entries WHERE bank_id = ?)",
+                (ENTRY_FINGERPRINT_KEY, bank.id),
             )
             # review items stay (the decisions are history) but let go of the entry: its id may be reused
             self.db.execute("UPDATE review_items SET entry_id = NULL, bank_id = NULL WHERE bank_id = ?", (bank.id,))

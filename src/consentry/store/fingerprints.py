@@ -38,6 +38,17 @@ class FingerprintRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def any_under(self, prefix: str) -> bool:
+        """Whether any fingerprint's key starts with ``prefix`` (e.g. any bank entry has one)."""
+        return self.db.query_one("SELECT 1 AS x FROM fingerprints WHERE path LIKE ? LIMIT 1", (prefix + "%",)) is not None
+
+    def sketches(self, keys: list[str]) -> dict[str, bytes]:
+        """``{key: Fingerprint.to_bytes()}`` for the keys that have a fingerprint."""
+        if not keys:
+            return {}
+        marks = ", ".join("?" * len(keys))
+        return {r["path"]: bytes(r["sketch"]) for r in self.db.query(f"SELECT path, sketch FROM fingerprints WHERE path IN ({marks})", keys)}
+
     def put(self, *, path: str, sha256: str | None, content_hash: str | None, kind: str, family: str | None,
             key_format: str | None, base_name: str | None, module_count: int, version: int, sketch: bytes,
             vector: np.ndarray) -> int:  # fmt: skip
