@@ -173,3 +173,28 @@ def test_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert planted >= 12 and found == planted
     assert "NOT FOUND" not in result.output and (tmp_path / "d" / "consentry.db").is_file()
     assert not (tmp_path / "home").exists() or not list((tmp_path / "home").rglob("consentry.db"))
+
+
+def test_a_new_commit_on_a_mirror_repo_is_not_a_new_mirror(world, tmp_path: Path) -> None:
+    """A Hugging Face URL is pinned to the repo's commit: after a push (and from another host
+    serving the same hub) the same file is the same mirror, its URL brought up to date."""
+    with Store.open(tmp_path / "s.db") as store:
+        first = run_hub_demo(store, world, say=lambda _line: None).second
+        before = {(e.entry.id, m.file_remote_id): m for e in first.entries for m in e.mirrors if m.hub == "huggingface"}
+        for repo in world.hf.repos.values():
+            repo.sha = hashlib.sha1(b"pushed " + repo.sha.encode()).hexdigest()
+        with serve_world(world.hf) as hub:
+            connector = HuggingFaceConnector(hub.url, fingerprints=True)
+            connector.crawl(store, {})
+            connector.close()
+            again = find_mirrors(store, BANK)
+        after = {(e.entry.id, m.file_remote_id): m for e in again.entries for m in e.mirrors if m.hub == "huggingface"}
+        stored = store.mirrors.for_bank(store.banks.get(BANK).id)
+    assert before and set(after) == set(before)
+    assert again.new_count == 0 and all(not m.new for m in after.values())
+    for key, m in after.items():
+        repo = world.hf.repos["/".join(m.file_remote_id.split("/")[:2])]
+        assert f"/resolve/{repo.sha}/" in m.url and m.url != before[key].url
+        assert m.first_seen == before[key].first_seen
+    assert len({(s.entry_id, s.url) for s in stored}) == len(stored)
+    assert {s.url for s in stored if s.hub == "huggingface"} == {m.url for m in after.values()}

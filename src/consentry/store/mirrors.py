@@ -1,5 +1,9 @@
 """Persistence of the mirrors found for banked models: one row per (entry, URL), so a later
-run can tell what it has not reported before."""
+run can tell what it has not reported before.
+
+A hub file's URL can change while the file stays (a Hugging Face URL is pinned to the repo's
+commit, which moves with every push): a mirror with a ``file_remote_id`` is the same mirror as
+an earlier row of the same entry, hub and remote id, whose URL is brought up to date."""
 
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ class MirrorRepository:
         rows = list(mirrors)
         with self.db.transaction():
             for m in rows:
+                if m.file_remote_id is not None:
+                    self._follow_moved_url(m)
                 self.db.execute(
                     "INSERT INTO mirrors (bank_id, entry_id, hub, url, file_remote_id, matched_by, evidence, hub_seen,"
                     " first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (entry_id, url) DO UPDATE SET"
@@ -46,6 +52,16 @@ class MirrorRepository:
                      now, now),
                 )  # fmt: skip
         return self.for_bank(bank_id, urls={(m.entry_id, m.url) for m in rows}) if rows else []
+
+    def _follow_moved_url(self, m: StoredMirror) -> None:
+        """Point the row recorded for this hub file under an older URL at its current URL."""
+        rows = self.db.query(
+            "SELECT id, url FROM mirrors WHERE entry_id = ? AND hub = ? AND file_remote_id = ? ORDER BY first_seen",
+            (m.entry_id, m.hub, m.file_remote_id),
+        )  # fmt: skip
+        if not rows or any(r["url"] == m.url for r in rows):
+            return
+        self.db.execute("UPDATE mirrors SET url = ? WHERE id = ?", (m.url, rows[0]["id"]))
 
     def for_bank(self, bank_id: int, *, urls: set[tuple[int, str]] | None = None) -> list[StoredMirror]:
         rows = self.db.query("SELECT * FROM mirrors WHERE bank_id = ? ORDER BY entry_id, matched_by, url", (bank_id,))
