@@ -258,3 +258,16 @@ def test_killed_crawl_resumes_to_the_same_store(tmp_path: Path, world, hub) -> N
     report = crawl_into(db, hub, {"filter": "lora"})
     assert report.resumed_from and report.finished and report.models == 10 - partway
     assert hub_rows(db) == hub_rows(tmp_path / "whole.db")
+
+
+def test_one_failing_repo_is_skipped_and_named_the_rest_stored(tmp_path: Path, world, hub) -> None:
+    """A repo whose model_info keeps failing (after its retries) does not abort the crawl."""
+    whole = crawl_into(tmp_path / "whole.db", hub, {"filter": "lora"})
+    hub.faults.append(Fault("status", match=f"/api/models/{MIRA}", status=500, times=None))
+    report = crawl_into(tmp_path / "one-bad.db", hub, {"filter": "lora"}, retries=1)
+    assert report.finished and report.failed == 1 and report.models == whole.models - 1
+    assert any(MIRA in n and "HTTP 500" in n for n in report.notes), report.notes
+    with Store.open(str(tmp_path / "one-bad.db")) as store:
+        stored = {r["remote_id"] for r in store.db.query("SELECT remote_id FROM hub_models")}
+    expected = {r["remote_id"] for r in hub_rows(tmp_path / "whole.db")["hub_models"]} - {MIRA}
+    assert stored == expected

@@ -57,7 +57,8 @@ def run_crawl(ctx: click.Context, connector, options: dict, *, max_pages: int | 
     resumed = f", resumed from {report.resumed_from}" if report.resumed_from else ""
     click.echo(
         f"crawl {report.hub}: {report.models} model(s), {report.versions} version(s), {report.files} file(s), "
-        f"{report.images} image(s) in {report.pages} page(s){resumed}; {state} -> {where}"
+        f"{report.images} image(s) in {report.pages} page(s){resumed}"
+        f"{f', {report.failed} failed (see notes)' if report.failed else ''}; {state} -> {where}"
     )
     for note in report.notes:
         click.echo(f"  note: {note}")

@@ -26,6 +26,7 @@ class CrawlReport:
     files: int = 0
     images: int = 0
     pages: int = 0
+    failed: int = 0  # records the hub would not give after retries (each named in ``notes``)
     resumed_from: str | None = None
     finished: bool = False
     notes: list[str] = field(default_factory=list)

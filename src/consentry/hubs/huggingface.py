@@ -31,7 +31,7 @@ from consentry.hubs.base import USER_AGENT, CrawlReport, HubError, Progress
 from consentry.fingerprints.stored import hub_file_key, put_fingerprint
 from consentry.formats.tensors import Manifest
 from consentry.hubs.remote import HubAccessDenied, RemoteSafetensors, read_remote_file, registered_bases
-from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds
+from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds, transport_failure
 
 T = TypeVar("T")
 
@@ -95,7 +95,7 @@ class HuggingFaceConnector:
             retry_after = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
             raise Transient(f"HTTP {status}", retry_after) from None
         except self._transport as exc:
-            raise Transient(f"{type(exc).__name__}: {exc}") from None
+            raise transport_failure(f"huggingface: {what}", exc) from None
 
     # --- one repo ---------------------------------------------------------------------------------
 
@@ -168,19 +168,27 @@ class HuggingFaceConnector:
             return self._attempt("list_models", lambda: self._crawl_listing(store, options, key, start, report,
                                                                              progress, max_pages))  # fmt: skip
 
-        done = self.retry.call("huggingface: list_models", attempt)
+        done = self._listing_retry().call("huggingface: list_models", attempt)
         if done:
             with store.db.transaction():
                 store.hubs.save_checkpoint(self.name, key, None, 0, finished=True)
             report.finished = True
         return report
 
+    def _listing_retry(self) -> RetryPolicy:
+        """huggingface_hub already retries every listing page itself (``http_backoff``: 5 tries,
+        1-8 s apart, 429 reset honoured), so the whole listing gets one more attempt at most
+        (for a break it does not retry, e.g. a truncated page), never ``retries`` × its own."""
+        r = self.retry
+        return RetryPolicy(retries=min(1, r.retries), backoff=r.backoff, max_backoff=r.max_backoff,
+                           max_retry_after=r.max_retry_after, jitter=r.jitter, sleep=r.sleep)  # fmt: skip
+
     def _crawl_listing(self, store: Any, options: dict[str, Any], key: str, after: str | None,
                        report: CrawlReport, progress: Progress | None, max_pages: int | None) -> bool:  # fmt: skip
         skipping = after is not None
         seen_after = False
         wanted: list[str] = []
-        for item in self._call("list_models", lambda: iter(self._listing(options))):
+        for item in self._listing(options):  # lazy: a failing page raises here, in attempt()
             if skipping:
                 if item.id == after:
                     skipping, seen_after = False, True
@@ -191,14 +199,31 @@ class HuggingFaceConnector:
         # repos are read a few at a time but committed in listing order, so the checkpoint
         # ("last repo stored") never passes a repo that is not stored
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for repo_id, (model, files) in zip(wanted, pool.map(self.repo_records, wanted)):
-                self._store_repo(store, key, repo_id, model, files, report, progress)
+            for repo_id, records in zip(wanted, pool.map(self._repo_or_error, wanted)):
+                if isinstance(records, HubError):  # one repo the hub would not give: noted, the crawl goes on
+                    self._skip_repo(store, key, repo_id, records, report)
+                    continue
+                self._store_repo(store, key, repo_id, *records, report, progress)
         if stopped:
             return False
         if skipping and not seen_after:  # the checkpointed repo vanished: store the whole listing again
             report.notes.append(f"checkpoint repo {after} not in the listing any more; re-crawled all")
             return self._crawl_listing(store, options, key, None, report, progress, max_pages)
         return True
+
+    def _repo_or_error(self, repo_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | HubError:
+        try:
+            return self.repo_records(repo_id)
+        except HubError as exc:
+            return exc
+
+    def _skip_repo(self, store: Any, key: str, repo_id: str, error: HubError, report: CrawlReport) -> None:
+        """Past a repo that failed after its retries (gone, denied, malformed, host failing):
+        the checkpoint moves on, so a resumed crawl does not stop at it again."""
+        with store.db.transaction():
+            store.hubs.save_checkpoint(self.name, key, json.dumps({"last": repo_id}), 0)
+        report.failed += 1
+        report.notes.append(f"skipped {repo_id}: {error}")
 
     def _store_repo(self, store: Any, key: str, repo_id: str, model: dict[str, Any], files: list[dict[str, Any]],
                     report: CrawlReport, progress: Progress | None) -> None:  # fmt: skip
