@@ -105,10 +105,13 @@ def test_cursor_as_number_or_string(world, tmp_path: Path, style: str | None) ->
     assert report.finished and report.models == len(world.listed())
 
 
-def test_query_and_types_filter(world, tmp_path: Path) -> None:
+@pytest.mark.parametrize("types", ["LORA,Checkpoint", " LORA , Checkpoint,"])
+def test_query_and_types_filter(world, tmp_path: Path, types: str) -> None:
     with fake_civitai(world) as hub:
-        report = crawl(hub.url, tmp_path / "c.db", limit=2, types="LORA,Checkpoint", query="style", nsfw=False)
+        report = crawl(hub.url, tmp_path / "c.db", limit=2, types=types, query="style", nsfw=False)
+        sent = [r.query for r in hub.requests if r.path == "/api/v1/models"]
     assert report.finished and report.models == len(world.listed(types=["LORA", "Checkpoint"], query="style", nsfw=False))
+    assert sent and all("types=LORA&types=Checkpoint" in q for q in sent), sent
 
 
 def test_429_without_retry_after_and_503_with_it_are_retried(world, tmp_path: Path) -> None:
@@ -273,3 +276,50 @@ def test_fingerprints_range_read_the_model_files(tmp_path: Path) -> None:
         others = store.db.query("SELECT raw FROM hub_files WHERE hub = 'civitai' AND remote_id != ?", (str(f["id"]),))
         problems = [json.loads(r["raw"]).get("problem", "") for r in others]
         assert problems and all("404" in p for p in problems if p)
+
+
+def _serve_json(body: object):
+    """A host answering every request with ``body``: the shapes no real page should have."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from consentry.hubs.fakes.serving import FakeServer
+
+    async def answer(request):
+        return Response(json.dumps(body), media_type="application/json")
+
+    return FakeServer(Starlette(routes=[Route("/api/v1/models", answer), Route("/api/v1/images", answer)]))
+
+
+@pytest.mark.parametrize("body", [[1, 2], "text", {"items": {"id": 1}}, None])
+def test_an_answer_that_is_not_a_listing_is_one_clear_error(tmp_path: Path, body: object) -> None:
+    with _serve_json(body) as hub, pytest.raises(HubError, match="not a listing"):
+        crawl(hub.url, tmp_path / "c.db")
+
+
+def test_listed_objects_without_an_id_are_skipped_and_counted(tmp_path: Path) -> None:
+    good_file = {"id": 3, "name": "a.safetensors", "hashes": "not-an-object", "sizeKB": "big", "metadata": None}
+    version = {"id": 2, "name": "v1", "publishedAt": 5, "files": [{"name": "no id"}, good_file], "images": [7, None]}
+    body = {"items": [{"name": "no id"}, 5, None,
+                      {"id": 1, "name": "ok", "creator": "a string", "modelVersions": [{"name": "no id"}, 9, version]}],
+            "metadata": {}}  # fmt: skip
+    with _serve_json(body) as hub:
+        report = crawl(hub.url, tmp_path / "c.db")
+    assert report.finished and (report.models, report.versions, report.files) == (1, 1, 1)
+    # 3 models, 2 versions, 1 file, 2 images of no use
+    assert report.failed == 8 and any("8 listed object(s) skipped" in n for n in report.notes)
+    with Store.open(tmp_path / "c.db") as store:
+        (f,) = store.db.query("SELECT remote_id, size, sha256 FROM hub_files")
+    assert (f["remote_id"], f["size"], f["sha256"]) == ("3", None, None)
+
+
+@pytest.mark.parametrize("query", ["page=x", "cursor=abc", "modelVersionId=v1", "browsingLevel=-1"])
+def test_fake_refuses_a_bad_parameter_as_the_api_does(world, query: str) -> None:
+    """400 with the zod-style {"error": …} body, never a 500 from the fake itself."""
+    import httpx
+
+    path = "/api/v1/images" if "Version" in query or "browsing" in query else "/api/v1/models"
+    with fake_civitai(world) as hub:
+        response = httpx.get(f"{hub.url}{path}?{query}")
+    assert response.status_code == 400 and query.split("=")[0] in response.json()["error"]

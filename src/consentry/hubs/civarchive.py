@@ -18,7 +18,7 @@ import httpx
 
 from consentry import jsonio
 from consentry.hubs.base import USER_AGENT, HubError
-from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds
+from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds, transport_failure
 
 DEFAULT_URL = "https://civarchive.com/api"
 
@@ -86,7 +86,7 @@ class CivArchiveClient:
         try:
             response = self.http.get(self.base_url + path)
         except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise Transient(f"{type(exc).__name__}: {exc}") from None
+            raise transport_failure(f"civarchive: {path}", exc) from None
         if response.status_code == 404:
             return None
         if response.status_code in RETRY_STATUS:

@@ -44,7 +44,7 @@ from consentry import jsonio
 from consentry.hubs.base import USER_AGENT, CrawlReport, HubError, Progress
 from consentry.fingerprints.stored import hub_file_key, put_fingerprint
 from consentry.hubs.remote import RemoteSafetensors, read_remote_file, registered_bases
-from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds
+from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds, transport_failure
 from consentry.hubs.writer import PageWriter
 
 DEFAULT_URL = "https://civitai.com"
@@ -84,7 +84,7 @@ class CivitaiOptions:
     def from_dict(cls, options: dict[str, Any]) -> "CivitaiOptions":
         known = {k: v for k, v in options.items() if k in cls.__dataclass_fields__ and v is not None}
         if isinstance(known.get("types"), str):
-            known["types"] = [t for t in known["types"].split(",") if t]
+            known["types"] = [t.strip() for t in known["types"].split(",") if t.strip()]
         if known.get("feed") == "images":
             known.setdefault("limit", 200)
         opts = cls(**known)
@@ -159,12 +159,15 @@ class CivitaiClient:
         try:
             response = self.http.get(path, params=params)
         except (httpx.TransportError, httpx.DecodingError) as exc:  # dropped, truncated, wrong length, timeout
-            raise Transient(f"{type(exc).__name__}: {exc}") from None
+            raise transport_failure(f"civitai: {path}", exc) from None
         if response.status_code == 200:
             try:
-                return jsonio.loads(response.content)
+                body = jsonio.loads(response.content)
             except ValueError:
                 raise Transient("the body is not complete JSON (truncated?)") from None
+            if not isinstance(body, dict) or not isinstance(body.get("items", []), list):
+                raise HubError(f"civitai: {path}: the answer is not a listing (a JSON object with an items list)")
+            return body
         message = _error_message(response)
         problem = f"HTTP {response.status_code}: {message}"
         if "too many pages" in message.lower():
@@ -194,6 +197,7 @@ class PageRecords:
     versions: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # by remote_id: /images replaces previews
+    skipped: int = 0  # listed objects without the id every record is keyed by (or not objects at all)
 
     def counts(self) -> dict[str, int]:
         return {"models": len(self.models), "versions": len(self.versions), "files": len(self.files),
@@ -204,7 +208,7 @@ class PageRecords:
 
 
 def _published(model: dict[str, Any]) -> list[str]:
-    return sorted(v["publishedAt"] for v in model.get("modelVersions") or [] if v.get("publishedAt"))
+    return sorted(v["publishedAt"] for v in _objects(model.get("modelVersions")) if isinstance(v.get("publishedAt"), str))
 
 
 def last_version_at(model: dict[str, Any]) -> str | None:
@@ -213,13 +217,18 @@ def last_version_at(model: dict[str, Any]) -> str | None:
 
 
 def add_model(records: PageRecords, item: dict[str, Any], site: str) -> None:
-    """Split one listed model into model, version, file and preview-image records."""
+    """Split one listed model into model, version, file and preview-image records (objects
+    without an id, which nothing could key, are counted in ``records.skipped``)."""
+    if not _has_id(item):
+        records.skipped += 1
+        return
     model_id = item["id"]
-    versions = item.get("modelVersions") or []
+    versions = [v for v in _objects(item.get("modelVersions")) if _has_id(v)]
+    records.skipped += len(_objects(item.get("modelVersions"), keep_all=True)) - len(versions)
     dates = _published(item)
     records.models.append({
         "remote_id": model_id, "name": item.get("name"), "type": item.get("type"),
-        "creator": (item.get("creator") or {}).get("username"), "url": f"{site}/models/{model_id}",
+        "creator": _field(item, "creator").get("username"), "url": f"{site}/models/{model_id}",
         "description": item.get("description"), "tags": item.get("tags"), "nsfw": item.get("nsfw"),
         "nsfw_level": item.get("nsfwLevel"), "nsfw_labels": decode_nsfw_level(item.get("nsfwLevel")),
         "poi": item.get("poi"), "minor": item.get("minor"),
@@ -237,19 +246,37 @@ def add_model(records: PageRecords, item: dict[str, Any], site: str) -> None:
             "published_at": version.get("publishedAt"),
             "raw": {k: v for k, v in version.items() if k not in ("files", "images")},
         })  # fmt: skip
-        for f in version.get("files") or []:
-            hashes = {_HASH_COLUMNS[k]: str(v).upper() for k, v in (f.get("hashes") or {}).items() if k in _HASH_COLUMNS and v}
-            size_kb = f.get("sizeKB")
+        files = [f for f in _objects(version.get("files")) if _has_id(f)]
+        records.skipped += len(_objects(version.get("files"), keep_all=True)) - len(files)
+        for f in files:
+            hashes = {_HASH_COLUMNS[k]: str(v).upper() for k, v in _field(f, "hashes").items() if k in _HASH_COLUMNS and v}
+            size_kb = f.get("sizeKB") if isinstance(f.get("sizeKB"), (int, float)) else None
             records.files.append({
                 "remote_id": f["id"], "model_remote_id": model_id, "version_remote_id": version_id,
                 "name": f.get("name"), "url": f.get("downloadUrl"),
                 "size": round(size_kb * 1024) if size_kb is not None else None,
-                "format": (f.get("metadata") or {}).get("format"), "metadata_json": f.get("metadata"),
+                "format": _field(f, "metadata").get("format"), "metadata_json": f.get("metadata"),
                 "raw": {k: v for k, v in f.items() if k not in ("hashes", "metadata")},
                 **hashes,
             })  # fmt: skip
-        for image in version.get("images") or []:
+        for image in _objects(version.get("images"), keep_all=True):
             add_image(records, image, model_id, version_id)
+
+
+def _has_id(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("id") not in (None, "")
+
+
+def _field(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object of the API's, or an empty one when it is null or of another type."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(value: Any, *, keep_all: bool = False) -> list[Any]:
+    """A listed array as a list (null or a non-array: empty); its objects only, unless ``keep_all``."""
+    items = value if isinstance(value, list) else []
+    return items if keep_all else [v for v in items if isinstance(v, dict)]
 
 
 _IMAGE_COLUMNS = {"id", "meta", "url", "width", "height", "createdAt"}  # stored in columns of their own, verbatim
@@ -258,6 +285,9 @@ _IMAGE_COLUMNS = {"id", "meta", "url", "width", "height", "createdAt"}  # stored
 def add_image(records: PageRecords, image: dict[str, Any], model_id: Any, version_id: Any) -> None:
     """One image record, from a version's previews or from ``/images`` (whose ``nsfwLevel`` is
     the deprecated string and whose ``meta`` may be nested as ``{id, meta}``)."""
+    if not isinstance(image, dict):
+        records.skipped += 1
+        return
     remote_id = image.get("id") or _image_id_from_url(image.get("url"))
     if remote_id is None:
         return
@@ -320,6 +350,7 @@ class CivitaiConnector:
                     self._commit(store, key, records, next_cursor, finished=done)
             for records, _cursor, _done in pages:
                 report.add(records.counts())
+                report.failed += records.skipped
                 if progress:
                     progress(records.total())
 
@@ -349,6 +380,8 @@ class CivitaiConnector:
                         break
         finally:
             report.notes.append(f"{client.retry.retried} request(s) retried")
+            if report.failed:
+                report.notes.append(f"{report.failed} listed object(s) skipped: not an object, or no id to key it by")
             client.close()
             if self._downloads is not None:
                 self._downloads.close()
@@ -365,6 +398,9 @@ class CivitaiConnector:
         """The page's records, the next cursor, and whether ``since`` says to stop here."""
         records, stop = PageRecords(), False
         for item in body.get("items") or []:
+            if not _has_id(item):
+                records.skipped += 1
+                continue
             if opts.since and (last_version_at(item) or "") < opts.since:
                 stop = True
                 break
@@ -378,6 +414,9 @@ class CivitaiConnector:
             if opts.since and (image.get("createdAt") or "") < opts.since:
                 stop = True
                 break
+            if not isinstance(image, dict):
+                records.skipped += 1
+                continue
             ids = image.get("modelVersionIds") or []
             add_image(records, image, None, str(ids[0]) if len(ids) == 1 else None)
         return records, _next_cursor(body.get("metadata") or {}), stop

@@ -24,7 +24,7 @@ from consentry.formats.safetensors import parse_safetensors_header, safetensors_
 from consentry.formats.tensors import Manifest, TensorInfo
 from consentry.identity.content_hash import combine
 from consentry.hubs.base import USER_AGENT, HubError
-from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds
+from consentry.hubs.retry import RETRY_STATUS, RetryPolicy, Transient, retry_after_seconds, transport_failure
 
 FIRST_READ = 1 << 16  # one round trip covers the header of almost every LoRA
 MAX_LOAD = 1 << 30  # a full read of the data part is for LoRAs and small models, not checkpoints
@@ -58,7 +58,7 @@ class RangeReader:
         try:
             return self._read_stream(start, end)
         except httpx.TransportError as exc:  # dropped connection, truncated body, timeout
-            raise Transient(f"{type(exc).__name__}: {exc}") from None
+            raise transport_failure(self.url, exc) from None
 
     def _read_stream(self, start: int, end: int) -> bytes:
         want = end - start

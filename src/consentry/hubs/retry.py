@@ -63,6 +63,19 @@ class RetryPolicy:
         return wait * random.uniform(1.0, 1.0 + self.jitter)
 
 
+# transport errors that another attempt cannot cure: the URL itself is wrong (httpx and httpx2)
+_PERMANENT_TRANSPORT = frozenset({"UnsupportedProtocol", "InvalidURL", "LocalProtocolError"})
+
+
+def transport_failure(what: str, exc: Exception) -> Exception:
+    """What to raise for a transport error: :class:`Transient` for a dropped, truncated or timed
+    out exchange, a :class:`HubError` at once for a URL no retry can fix (``ftp://``, bad host)."""
+    problem = f"{type(exc).__name__}: {exc}"
+    if type(exc).__name__ in _PERMANENT_TRANSPORT:
+        return HubError(f"{what}: {problem}")
+    return Transient(problem)
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or bad."""
     if not value:

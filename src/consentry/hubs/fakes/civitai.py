@@ -444,7 +444,7 @@ def create_fake_civitai(world: CivitaiWorld, shapes: Shapes | None = None) -> St
         if page_param is not None:
             if q.get("query"):
                 return _error(400, "Cannot use page param with query search. Use cursor-based pagination."), [], {}
-            page = int(page_param)
+            page = _number(page_param, "page")
             if page * limit > 1000:
                 return _error(429, "You've requested too many pages, please use cursors instead"), [], {}
             offset = (page - 1) * limit
@@ -508,10 +508,10 @@ def create_fake_civitai(world: CivitaiWorld, shapes: Shapes | None = None) -> St
         fresh = cache.fresh()
         if q.get("modelVersionId") or q.get("modelId"):
             if q.get("modelVersionId"):
-                found = fresh.versions.get(int(q["modelVersionId"]))
+                found = fresh.versions.get(_number(q["modelVersionId"], "modelVersionId"))
                 pairs = [found] if found and found[0]["id"] not in world.deleted else []
             else:
-                m = world.models.get(int(q["modelId"]))
+                m = world.models.get(_number(q["modelId"], "modelId"))
                 pairs = [(m, v) for v in m["modelVersions"]] if m and m["id"] not in world.deleted else []
             rows = [(m, i) for m, v in pairs for i in v["images"] if i["nsfwLevel"] & level and not i["poi"] and not i["minor"]]
             if q.get("sort") == "Newest":
@@ -554,13 +554,13 @@ def create_fake_civitai(world: CivitaiWorld, shapes: Shapes | None = None) -> St
         Route("/api/v1/images", images),
         Route("/api/download/models/{id}", download, methods=["GET", "HEAD"]),
         Route("/{key}/{uuid}/{variant}/{name}", image, methods=["GET", "HEAD"]),
-    ])  # fmt: skip
+    ], exception_handlers={_BadParameter: _bad_parameter})  # fmt: skip
     return app
 
 
 def _browsing_level(q: Any) -> int:
     if q.get("browsingLevel"):
-        return int(q["browsingLevel"])
+        return _number(q["browsingLevel"], "browsingLevel")
     nsfw = q.get("nsfw", "")
     return {"true": 31, "x": 31, "mature": 7, "soft": 3}.get(nsfw.lower(), 1)
 
@@ -575,7 +575,25 @@ def _encode_cursor(offset: int, style: str, last: Any) -> int | str:
 
 
 def _decode_cursor(cursor: str | None) -> int:
-    return int(cursor.rsplit("|", 1)[-1]) if cursor else 0
+    return _number(cursor.rsplit("|", 1)[-1], "cursor") if cursor else 0
+
+
+class _BadParameter(Exception):
+    """A query parameter zod would refuse: the real API answers 400 ``{"error": …}``, never 500."""
+
+
+def _number(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise _BadParameter(f"{name}: Expected number, received nan") from None
+    if number < 0:
+        raise _BadParameter(f"{name}: Number must be greater than or equal to 0")
+    return number
+
+
+async def _bad_parameter(request: Request, exc: Exception) -> Response:
+    return _error(400, str(exc))
 
 
 def fake_civitai(world: CivitaiWorld, shapes: Shapes | None = None) -> FakeServer:
