@@ -198,3 +198,27 @@ def test_a_new_commit_on_a_mirror_repo_is_not_a_new_mirror(world, tmp_path: Path
         assert m.first_seen == before[key].first_seen
     assert len({(s.entry_id, s.url) for s in stored}) == len(stored)
     assert {s.url for s in stored if s.hub == "huggingface"} == {m.url for m in after.values()}
+
+
+def test_archive_site_down_keeps_the_rest_of_the_report(world, tmp_path: Path) -> None:
+    """The archive answering 503 every time: the hub mirrors are still printed and recorded, the
+    report says which source is missing, and the exit status (1) says it is incomplete."""
+    from consentry.hubs.fakes import Fault
+
+    db = tmp_path / "s.db"
+    with Store.open(db) as store:
+        run_hub_demo(store, world, say=lambda _line: None)
+        expected = store.mirrors.count()
+    with fake_civarchive(world.archive, hf_endpoint="https://huggingface.co") as archive:
+        archive.faults.append(Fault("status", match="/api/sha256/", status=503, retry_after=0, times=None))
+        result = CliRunner().invoke(cli, ["--db", str(db), "mirrors", BANK, "--all", "--format", "json", "--archive",
+                                          "--archive-url", f"{archive.url}/api"])  # fmt: skip
+    assert result.exit_code == 1
+    body = json.loads(result.stdout)
+    assert body["failed_source"] and "gave up" in body["failed_source"]
+    signals = {m["matched_by"] for e in body["entries"] for m in e["mirrors"]}
+    assert {"sha256", "autov3", "fingerprint"} <= signals and body["mirrors"] > 0
+    assert any("archive site could not be asked" in n for n in body["notes"])
+    assert "consentry: error:" in result.stderr and "503" in result.stderr
+    with Store.open(db) as store:
+        assert store.mirrors.count() == expected  # nothing recorded before is lost

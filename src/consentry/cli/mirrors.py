@@ -59,6 +59,9 @@ def mirrors_cmd(ctx: click.Context, bank: str, archive: bool, archive_url: str |
         write_csv(report if show_all else report.only_new(), sys.stdout)
     else:
         print_table(report, show_all)
+    if report.failed_source:  # the report above stands; the exit status says it is incomplete
+        click.echo(f"consentry: error: {report.failed_source}", err=True)
+        ctx.exit(1)
 
 
 def write_csv(report: "MirrorReport", out) -> None:

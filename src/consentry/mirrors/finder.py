@@ -25,6 +25,7 @@ from typing import Any
 from consentry.fingerprints.model import Fingerprint
 from consentry.fingerprints.search import related_fingerprints
 from consentry.fingerprints.stored import HUB_FILE_PREFIX, hub_file_key
+from consentry.hubs.base import HubError
 from consentry.hubs.civarchive import CivArchiveClient
 from consentry.mirrors.known import KnownModel, known_models
 from consentry.store.banks import BankEntry
@@ -71,6 +72,7 @@ class MirrorReport:
     archive_lookups: int = 0
     notes: list[str] = field(default_factory=list)
     found: int | None = None  # mirrors found by the run, when ``entries`` lists only some (only_new)
+    failed_source: str | None = None  # a source that could not be asked (the archive site down): said, not hidden
 
     @property
     def mirror_count(self) -> int:
@@ -85,12 +87,13 @@ class MirrorReport:
         """The same report listing only the mirrors no earlier run had reported."""
         entries = [EntryMirrors(e.known, [m for m in e.mirrors if m.new]) for e in self.entries]
         return MirrorReport(self.bank, entries, self.hub_files_scanned, self.archive_lookups, list(self.notes),
-                            found=self.mirror_count)  # fmt: skip
+                            found=self.mirror_count, failed_source=self.failed_source)  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         return {"bank": self.bank, "hub_files_scanned": self.hub_files_scanned, "archive_lookups": self.archive_lookups,
                 "mirrors": self.mirror_count, "new": self.new_count,
                 "listed": sum(len(e.mirrors) for e in self.entries), "notes": self.notes,
+                "failed_source": self.failed_source,
                 "entries": [e.as_dict() for e in self.entries]}  # fmt: skip
 
 
@@ -236,7 +239,12 @@ def _match_archive(store, known: list[KnownModel], archive: CivArchiveClient, fo
                    report: MirrorReport) -> None:  # fmt: skip
     """The archive site's mirror lists, linked to the crawled hub file when the URL names one."""
     wanted = sorted({sha for k in known for sha in k.sha256})
-    records = archive.lookup_many(wanted)
+    try:
+        records = archive.lookup_many(wanted)
+    except HubError as exc:  # the hub signals found so far still stand, and are recorded
+        report.failed_source = str(exc)
+        report.notes.append(f"the archive site could not be asked, its mirrors are missing from this report: {exc}")
+        return
     report.archive_lookups = len(wanted)
     for k in known:
         for sha in sorted(k.sha256):
