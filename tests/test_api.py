@@ -222,7 +222,7 @@ def test_lookup_single_and_batch(svc: Service):
 def test_bank_crud_and_entries(svc: Service):
     admin = svc.auth("admin")
     created = svc.client.post("/v1/banks", headers=admin, json={"name": "civitai-may", "labels": ["likeness"], "source": "list"})
-    assert created.status_code == 201 and created.json()["kind"] == "positive"
+    assert created.status_code == 201 and created.json()["kind"] == "positive" and created.json()["entry_count"] == 0
     assert_error(svc.client.post("/v1/banks", headers=admin, json={"name": "civitai-may"}), 409, "conflict")
     assert_error(svc.client.post("/v1/banks", headers=admin, json={"name": "a b/c"}), 422, "validation_error")
     for bad, message in (({"nosuchsignal": -3}, "no similarity signal of that name"), ({"fingerprint": 1.5}, "outside 0..1"),
@@ -234,6 +234,7 @@ def test_bank_crud_and_entries(svc: Service):
     entry = {"signals": {"sha256": "ab" * 32, "autov2": "ABABABABAB"}, "name": "jane v2", "url": "https://x/1"}
     added = svc.client.post("/v1/banks/civitai-may/entries", headers=admin, json=entry).json()
     assert added["added"] is True and added["entry"]["provenance"] == {"added_from": "api", "actor": "admin-key"}
+    assert added["entry"]["added_at"] and added["entry"]["signals"] == {"sha256": "AB" * 32, "autov2": "ABABABABAB"}
     assert svc.client.post("/v1/banks/civitai-may/entries", headers=admin, json=entry).json()["added"] is False
     bad = svc.client.post("/v1/banks/civitai-may/entries", headers=admin, json={"signals": {"sha256": "abc"}})
     assert "expected 64" in assert_error(bad, 422)["error"]
@@ -241,7 +242,7 @@ def test_bank_crud_and_entries(svc: Service):
                             json={"signals": {"SHA256": "0x" + "ab" * 32, "sha256": "cd" * 32}})  # fmt: skip
     assert "two different sha256 values in one entry" in assert_error(twice, 422)["error"]
     page = svc.client.get("/v1/banks/civitai-may/entries?limit=1", headers=svc.auth("scanner")).json()
-    assert [e["name"] for e in page["entries"]] == ["jane v2"]
+    assert [e["name"] for e in page["entries"]] == ["jane v2"] and page["entries"][0]["added_at"] == added["entry"]["added_at"]
     assert svc.client.get("/v1/banks/civitai-may", headers=svc.auth("scanner")).json()["entry_count"] == 1
     assert {b["name"] for b in svc.client.get("/v1/banks", headers=svc.auth("scanner")).json()} == {"civitai-may", "deleted", "known-good"}
     assert svc.client.delete("/v1/banks/civitai-may", headers=admin).json() == {"ok": True, "deleted": "civitai-may"}

@@ -34,7 +34,9 @@ def list_banks(request: Request) -> Any:
              responses=responses(401, 403, 409, 413, 422))  # fmt: skip
 def create_bank(request: Request, body: BankIn) -> Any:
     """Create a positive bank (models to flag) or a negative one (known-good, never flagged)."""
-    return store(request).banks.create(**body.model_dump()).as_dict()
+    bank = store(request).banks.create(**body.model_dump())
+    bank.entry_count = 0  # what GET answers for it, not null
+    return bank.as_dict()
 
 
 @router.get("/v1/banks/{name}", response_model=BankOut, dependencies=[scanner], responses=responses(401, 403, 404, 422))
@@ -74,7 +76,8 @@ def add_entry(request: Request, body: EntryIn, name: str = NameParam, who: Princ
     entry = BankEntry(id=None, bank_name=bank.name, signals=normalise_signals(body.signals), name=body.name, url=body.url,
                       labels=body.labels, note=body.note, provenance={"added_from": "api", "actor": who.name})  # fmt: skip
     entry_id = banks.add_entry(bank, entry)
-    return {"added": entry_id is not None, "entry_id": entry_id, "entry": entry.as_dict()}
+    stored = banks.entry(entry_id) if entry_id is not None else None  # as stored: with its added_at
+    return {"added": entry_id is not None, "entry_id": entry_id, "entry": (stored or entry).as_dict()}
 
 
 @router.post("/v1/banks/{name}/import", response_model=ImportOut, responses=responses(401, 403, 404, 413, 422),
