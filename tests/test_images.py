@@ -382,6 +382,35 @@ def test_nsfw_scores_of_ordinary_photos_are_low():
     assert all(0.0 <= s <= 0.1 for s in scores), scores
 
 
+def _open_nsfw_reference(rgb: np.ndarray) -> float:
+    """open_nsfw's score computed the way Yahoo's classify_nsfw.py does, straight on onnxruntime:
+    resize to 256x256 (bilinear), re-encode as JPEG, centre crop 224, RGB to BGR, subtract the
+    Caffe mean (104, 117, 123); output 1 is P(nsfw)."""
+    import io
+
+    import onnxruntime
+
+    image = Image.fromarray(rgb).convert("RGB").resize((256, 256), resample=Image.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG")
+    pixels = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.float32)
+    crop = pixels[16:240, 16:240, ::-1] - np.array([104, 117, 123], np.float32)
+    session = onnxruntime.InferenceSession(nsfw.model_path(), providers=["CPUExecutionProvider"])
+    return float(session.run(None, {session.get_inputs()[0].name: crop[None]})[0][0][1])
+
+
+def test_nsfw_score_is_open_nsfw_on_the_pixels_given():
+    """The score is the model's on these very pixels (recomputed independently of the wrapper),
+    and it moves: a field of skin colour, which open_nsfw is known to weigh, scores well above
+    the photos. (No NSFW image ships offline, so recall is not measured: see images/nsfw.py.)"""
+    skin = np.full((300, 200, 3), (198, 134, 110), np.uint8)
+    for image in (ASTRONAUT, skin, eval_set.as_rgb(data.coffee())):
+        assert nsfw.nsfw_score(image) == pytest.approx(_open_nsfw_reference(image), abs=2e-3)
+    assert nsfw.nsfw_score(skin) > 5 * max(nsfw.nsfw_score(ASTRONAUT), nsfw.nsfw_score(SUBJECT_B))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        nsfw.nsfw_score(ASTRONAUT.astype(np.float32))
+
+
 # --- the pipeline ----------------------------------------------------------------------------------
 
 
