@@ -11,19 +11,32 @@ from consentry.cli._output import emit_json
 from consentry.cli.people import _actor, _actor_option, person_group
 
 
-def _registered_people(ctx: click.Context, actor: str, purpose: str, use_registry: bool) -> list[Any]:
-    """Everyone registered (one audited read), or nobody when there is no registry yet."""
+def _registered_people(target: str | None, actor: str, purpose: str) -> tuple[list[Any], str]:
+    """Everyone registered (one audited read) and a line saying where from. ``target`` given
+    (--registry or $CONSENTRY_REGISTRY): the user asked for registry matching, so a registry that
+    is missing or cannot be read is an error (one line, exit 2). Not given: the default location,
+    and no registry there yet only means nobody is matched (said on stderr)."""
+    from consentry.errors import StoreError
     from consentry.likeness import registered_people
-    from consentry.registry import Registry
+    from consentry.registry import Registry, RegistryError
     from consentry.registry.registry import default_registry_target
+    from consentry.store.database import mask_url
 
-    if not use_registry:
-        return []
-    target = (ctx.obj or {}).get("registry") or default_registry_target()
-    if isinstance(target, Path) and not target.exists():
-        return []
-    with Registry.open(target, create=False) as registry:
-        return registered_people(registry, actor=actor, purpose=purpose)
+    location = target or default_registry_target()
+    if target is None and isinstance(location, Path) and not location.exists():
+        click.echo(f"consentry: no registry at {location}: registered people are not matched "
+                   "(--registry PATH_OR_URL names one; --no-registry says not to)", err=True)  # fmt: skip
+        return [], "registry: none (no registered people matched)"
+    try:
+        with Registry.open(location, create=False) as registry:
+            people = registered_people(registry, actor=actor, purpose=purpose)
+            where = registry.location
+    except (RegistryError, StoreError, OSError) as exc:  # their messages never hold person data
+        shown = mask_url(location) if isinstance(location, str) else location
+        problem = str(exc) if str(exc).startswith(str(shown)) else f"{shown}: {exc}"
+        click.echo(f"consentry: error: the registry cannot be read: {problem}", err=True)
+        raise SystemExit(2) from None
+    return people, f"registry: {len(people)} registered people from {where}"
 
 
 @click.command("likeness")
@@ -35,19 +48,23 @@ def _registered_people(ctx: click.Context, actor: str, purpose: str, use_registr
               help="Fetch and analyse a crawled model's preview images (faces, NSFW), once.")
 @click.option("--image-base-url", envvar="CONSENTRY_IMAGE_BASE_URL",
               help="Fetch hub images from this host instead of the one in their URL (a mirror, a proxy, the fake hub).")
-@click.option("--registry/--no-registry", "use_registry", default=True, show_default=True,
-              help="Match against the registered people (an audited read of the registry).")
+@click.option("--registry", "registry_target", envvar="CONSENTRY_REGISTRY", metavar="PATH_OR_URL", default=None,
+              help="The registry to match against (an audited read): an SQLite file or a postgresql:// URL. Given "
+                   "(or $CONSENTRY_REGISTRY), it must exist and open (exit 2 otherwise); default "
+                   "~/.local/share/consentry/registry.db, used when there.")  # fmt: skip
+@click.option("--no-registry", "no_registry", is_flag=True, help="Do not match against registered people (no registry read).")
 @_actor_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model, every signal in it.")
 @click.pass_context
 def likeness_cmd(ctx: click.Context, model: str | None, all_models: bool, images: tuple[Path, ...], previews: bool,
-                 image_base_url: str | None, use_registry: bool, actor: str | None, as_json: bool) -> None:  # fmt: skip
+                 image_base_url: str | None, registry_target: str | None, no_registry: bool, actor: str | None,
+                 as_json: bool) -> None:  # fmt: skip
     """How likely MODEL reproduces a real person, and which registered one, with every signal:
     names in its text and inside the file (training folders, output name, tags), faces in its
     previews (one identity dominating, matches to registered people), NSFW scores.
 
     MODEL is a local file, or a crawled model as HUB:ID (e.g. civitai:2808125); --all assesses
-    every crawled model.
+    every crawled model and every local file `consentry index` stored.
 
     \b
     Examples:
@@ -59,7 +76,12 @@ def likeness_cmd(ctx: click.Context, model: str | None, all_models: bool, images
 
     if not model and not all_models:
         raise click.UsageError("give MODEL (a file or HUB:ID) or --all")
-    people = _registered_people(ctx, _actor(actor), "likeness", use_registry)
+    if no_registry and registry_target and ctx.get_parameter_source("registry_target") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --registry PATH_OR_URL or --no-registry, not both")
+    if no_registry:
+        people, registry_note = [], "registry: not used (--no-registry)"
+    else:
+        people, registry_note = _registered_people(registry_target, _actor(actor), "likeness")
     with Store.open(ctx.obj.get("db")) as store:
         if model and Path(model).exists():
             reports = [assess_file(store, model, images=list(images), people=people)]
@@ -76,6 +98,7 @@ def likeness_cmd(ctx: click.Context, model: str | None, all_models: bool, images
         flagged = 0
         for report in reports:
             flagged += report.score >= 0.5
+            report.notes.append(registry_note)
             emit_json(report.as_dict()) if as_json else _print(report)
     if model and not as_json:
         return
@@ -131,18 +154,22 @@ def person_find_cmd(ctx: click.Context, person: str, top: int, record: bool, act
     with _open(ctx) as registry:
         record_of = registry.resolve(person, actor=who, purpose="person find")
         target = RegisteredPerson(record_of.id, record_of.display_name, record_of.names(), tuple(record_of.handles),
-                                  tuple(record_of.embeddings))  # fmt: skip
+                                  tuple(record_of.embeddings), tuple(record_of.pdq))  # fmt: skip
+        notes: list[str] = []
         with Store.open((ctx.find_root().obj or {}).get("db")) as store:
-            found = find_person(store, target, top=top)
+            found = find_person(store, target, top=top, notes=notes)
         if record:
             for finding in found:
                 registry.record_match(target.person_id, kind="person-find", target=finding.ref,
                                       evidence={"score": finding.score, "signals": finding.signals}, actor=who)  # fmt: skip
     if as_json:
-        emit_json({"person_id": target.person_id, "found": [f.as_dict() for f in found]})
+        emit_json({"person_id": target.person_id, "found": [f.as_dict() for f in found], "notes": notes})
         return
     click.echo(f"{len(found)} finding(s) for person {target.person_id[:8]}")
     for f in found:
         click.echo(f"  {f.score:.2f}  {f.ref}  {f.title or ''}  {f.url or ''}")
         for s in f.signals:
-            click.echo(f"        {s['kind']:<22} {s['field']:<16} {s['detail']}")
+            images = f" ({len(s['images'])} image(s))" if s.get("images") and s["kind"] != "registered-face" else ""
+            click.echo(f"        {s['kind']:<22} {s['field']:<16} {s['detail']}{images}")
+    for note in notes:
+        click.echo(f"  note: {note}")

@@ -39,6 +39,7 @@ class ImageAnalysis:
     height: int | None = None
     problem: str | None = None
     name: str | None = None
+    pdq_dihedral: list[str] | None = None  # the 8 dihedral hashes (consentry.images.pdq), the first is ``pdq``
 
     def as_dict(self, *, embeddings: bool = False) -> dict[str, Any]:
         return {
@@ -71,9 +72,10 @@ def analyse_image(source: AnalysisSource, *, name: str | None = None, faces: boo
 
             result.nsfw = nsfw_score(rgb)
         if pdq:
-            from consentry.images.pdq import pdq_hash
+            from consentry.images.pdq import pdq_dihedral_with_quality
 
-            result.pdq, result.pdq_quality = pdq_hash(rgb)
+            result.pdq_dihedral, result.pdq_quality = pdq_dihedral_with_quality(rgb)
+            result.pdq = result.pdq_dihedral[0]
     except (ValueError, RuntimeError, MemoryError) as exc:  # dlib and onnxruntime raise RuntimeError
         return ImageAnalysis(width=result.width, height=result.height, problem=f"analysis failed: {exc}", name=label)
     return result

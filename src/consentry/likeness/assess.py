@@ -13,6 +13,11 @@ Scoring (calibrated in ``bench/likeness_eval.py``; see the README's table):
 * Generic text cues count ``FICTION_FACTOR`` as much when the text speaks of a style, a concept
   or a fictional character ("Lara Croft", "Neon Noir Style"); registered-person evidence is
   never weakened.
+* A preview that is a copy of one of a registered person's intake photos (PDQ: the Hamming
+  distance between one of the preview's 8 dihedral hashes -- itself, turned, mirrored -- and a
+  hash of the photo is at most ``PDQ_MATCH_DISTANCE`` of 256 bits, ThreatExchange's threshold;
+  neither hash of quality under 50) counts ``PDQ_MATCH``: the model's page shows the person's
+  own photo, or one re-cropped, re-encoded, flipped or turned.
 * Verdicts: ``PERSON_MIN`` or more for a registered person → that person; else ``REAL_MIN`` →
   likely a real person; ``POSSIBLE_MIN`` → possibly; below → no sign.
 """
@@ -38,6 +43,9 @@ FACE_MATCH_ONE = 0.45
 DOMINANT = 0.6  # one identity in at least DOMINANT_SHARE of three or more previews with faces
 DOMINANT_PAIR = 0.4  # the same face in both of two previews
 DOMINANT_SHARE = 0.6
+PDQ_MATCH = 0.9  # a preview is a (turned, mirrored, re-encoded) copy of a registered person's photo
+PDQ_MATCH_DISTANCE = 31  # bits of 256: ThreatExchange's PDQ match threshold (consentry.images.pdq.MATCH_THRESHOLD)
+PDQ_MIN_QUALITY = 50  # hashes of less detailed images are not compared (Meta's guidance)
 FICTION_FACTOR = 0.3  # generic text cues count this much when the text speaks of a style or a fictional character
 _WEAKENED = ("person-name", "realism-cue", "real-person-cue", "handle-title")
 
@@ -54,6 +62,7 @@ class RegisteredPerson:
     names: tuple[str, ...]  # display name, aliases, other spellings
     handles: tuple[str, ...] = ()
     embeddings: tuple[np.ndarray, ...] = ()
+    pdq: tuple[str, ...] = ()  # PDQ hashes of the intake photos (64 hex each)
 
 
 @dataclass
@@ -105,7 +114,7 @@ def thresholds() -> dict[str, float | None]:
     except ImportError:
         SAME_PERSON_DISTANCE = None
     return {"person": PERSON_MIN, "likely": REAL_MIN, "possible": POSSIBLE_MIN, "face_distance": SAME_PERSON_DISTANCE,
-            "dominant_share": DOMINANT_SHARE}  # fmt: skip
+            "dominant_share": DOMINANT_SHARE, "pdq_distance": PDQ_MATCH_DISTANCE}  # fmt: skip
 
 
 class Assessor:
@@ -132,6 +141,8 @@ class Assessor:
             faces, face_generic, face_people = self._faces(analyses, levels)
             generic += face_generic
             for person_id, signal in face_people.items():
+                per_person.setdefault(person_id, []).append(signal)
+            for person_id, signal in self._photo_copies(analyses).items():
                 per_person.setdefault(person_id, []).append(signal)
         people = sorted((PersonResult(pid, self.people[pid].display_name, noisy_or(s["strength"] for s in sigs), sigs)
                          for pid, sigs in per_person.items() if pid in self.people), key=lambda r: -r.score)  # fmt: skip
@@ -194,6 +205,45 @@ class Assessor:
                     "reference_embeddings_agreeing": agreeing, "reference_embeddings": len(refs),
                 }  # fmt: skip
         return evidence, generic, people
+
+
+    def _photo_copies(self, analyses: Sequence[StoredAnalysis]) -> dict[str, dict]:
+        """Per registered person with PDQ hashes: the previews that are copies of their photos."""
+        out: dict[str, dict] = {}
+        for person in self.people.values():
+            if not person.pdq:
+                continue
+            hits: dict[str, tuple[int, int]] = {}  # preview ref -> (distance, dihedral variant)
+            for a in analyses:
+                if not a.pdq or (a.pdq_quality is not None and a.pdq_quality < PDQ_MIN_QUALITY):
+                    continue
+                best = pdq_distance(a.pdq_dihedral or [a.pdq], person.pdq)
+                if best[0] <= PDQ_MATCH_DISTANCE:
+                    hits[a.ref] = best
+            if hits:
+                from consentry.banks.pdq_matching import AS_SEEN
+
+                distance, variant = min(hits.values())
+                upright_only = sum(1 for a in analyses if a.pdq and not a.pdq_dihedral)
+                out[person.person_id] = {
+                    "kind": "registered-photo", "field": "previews", "strength": PDQ_MATCH,
+                    "detail": f"{len(hits)} preview(s) a copy of a reference photo: PDQ distance {distance} <= "
+                              f"{PDQ_MATCH_DISTANCE} of 256 bits ({AS_SEEN[variant]})"
+                              + (f"; {upright_only} preview(s) analysed before turns were hashed: upright only" if upright_only else ""),
+                    "images": sorted(hits), "distance": distance, "threshold": PDQ_MATCH_DISTANCE,
+                }  # fmt: skip
+        return out
+
+
+def pdq_distance(variants: Sequence[str], references: Sequence[str]) -> tuple[int, int]:
+    """(smallest Hamming distance, index of the variant that gave it) between any of an image's
+    dihedral PDQ hashes and any reference hash."""
+    best = (257, 0)
+    for k, variant in enumerate(variants):
+        v = int(variant, 16)
+        for ref in references:
+            best = min(best, ((v ^ int(ref, 16)).bit_count(), k))
+    return best
 
 
 def dominant_identity(faces_per_image: Sequence[Sequence[np.ndarray]], threshold: float) -> tuple[int, list[int]]:

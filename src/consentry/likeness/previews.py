@@ -83,6 +83,9 @@ def analyse_previews(store, subject: Subject, *, image_base: str | None = None, 
 
     image_base = image_base or os.environ.get("CONSENTRY_IMAGE_BASE_URL")
     previews = subject.previews[:MAX_PREVIEWS]
+    if len(subject.previews) > MAX_PREVIEWS:
+        subject.notes.append(f"{len(subject.previews)} preview images: the first {MAX_PREVIEWS} analysed, "
+                             f"{len(subject.previews) - MAX_PREVIEWS} not")  # fmt: skip
     done: dict[str, StoredAnalysis] = {}
     if not refetch:
         for p in previews:
@@ -105,7 +108,7 @@ def analyse_previews(store, subject: Subject, *, image_base: str | None = None, 
                 width=analysis.width if analysis else None, height=analysis.height if analysis else None,
                 faces_total=analysis.faces_total if analysis else 0, nsfw=analysis.nsfw if analysis else None,
                 pdq=analysis.pdq if analysis else None, pdq_quality=analysis.pdq_quality if analysis else None,
-                problem=problem, faces=faces,
+                problem=problem, faces=faces, pdq_dihedral=analysis.pdq_dihedral if analysis else None,
             )  # fmt: skip
             done[item.preview.ref] = store.images.get(item.preview.ref)
     return [done[p.ref] for p in previews if p.ref in done]

@@ -73,6 +73,35 @@ def file_subject(path: str | Path, images: list[Path] | None = None) -> Subject:
     return subject
 
 
+def stored_file_subject(row: Any) -> Subject:
+    """A file ``consentry index`` stored (a ``files`` row): its name and the metadata that was
+    inside it, as :func:`file_subject` reads them from the file itself."""
+    from consentry.inspection.metadata import decode_metadata
+
+    p = Path(row["path"])
+    subject = Subject(ref=str(p), title=p.stem, fields=[("title", p.stem.replace("_", " "))])
+    raw = from_json(row["metadata_json"], None)
+    if isinstance(raw, dict):
+        subject.fields += metadata_fields(decode_metadata({str(k): v for k, v in raw.items() if isinstance(v, str)}).as_dict())
+    return subject
+
+
+def image_fields(meta: Any) -> list[tuple[str, str]]:
+    """The text a crawled image's generation data holds: its prompt and the names of the
+    resources (checkpoints, LoRAs) it was made with. The negative prompt is left out: a name
+    there says the image is *not* that person."""
+    if not isinstance(meta, dict):
+        return []
+    out = []
+    if isinstance(meta.get("prompt"), str) and meta["prompt"]:
+        out.append(("image prompt", meta["prompt"]))
+    names = [str(r["name"]) for key in ("resources", "civitaiResources") for r in meta.get(key) or []
+             if isinstance(r, dict) and r.get("name")]  # fmt: skip
+    if names:
+        out.append(("image resources", ", ".join(dict.fromkeys(names))))
+    return out
+
+
 def hub_subject(store, hub: str, remote_id: str) -> Subject | None:
     """A crawled model: what its uploader wrote, what its files' headers hold, its previews."""
     model = store.hubs.get("hub_models", hub, remote_id)

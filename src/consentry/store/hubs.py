@@ -71,6 +71,7 @@ _SEARCH_SOURCES = {
     "hub_models": ("name", "description", "tags"),
     "hub_versions": ("name", "trained_words"),
     "hub_files": ("name", "metadata_json", "header_json"),
+    "hub_images": ("meta",),  # generation prompts and the resources used
 }
 
 
@@ -91,14 +92,17 @@ class HubRepository:
             row = [hub, str(record["remote_id"]), *map(record.get, columns), now, now]
             for i, to in convert:
                 row[i + 2] = to(row[i + 2])
-            if searched:
-                row.append(fold_values(*map(record.get, searched)))
+            if searched:  # a record without its text (an image listed again without meta) keeps the stored one
+                given = [record.get(c) for c in searched]
+                kept = set(searched) <= _KEEP_IF_NULL.get(table, set()) and all(v is None for v in given)
+                row.append(None if kept else fold_values(*given))
             rows.append(row)
         if not rows:
             return 0
         derived = ("search_text",) if searched else ()
         names = ("hub", "remote_id", *columns, "first_seen", "last_seen", *derived)
         keep = _KEEP_IF_NULL.get(table, set())
+        keep = keep | {"search_text"} if keep else keep
         updates = ", ".join(f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c in keep else f"{c} = excluded.{c}"
                             for c in (*columns, *derived, "last_seen"))  # fmt: skip
         sql = (

@@ -39,6 +39,7 @@ class StoredAnalysis:
     problem: str | None
     analysed_at: str
     faces: list[StoredFace] = field(default_factory=list)
+    pdq_dihedral: list[str] | None = None  # the 8 (consentry.images.pdq.DIHEDRAL_NAMES order); None if analysed before
 
 
 def _vector(blob: Any) -> np.ndarray:
@@ -52,14 +53,16 @@ class ImageRepository:
     def put(self, ref: str, *, hub: str | None, model_remote_id: str | None, url: str | None, sha256: str | None,
             width: int | None, height: int | None, faces_total: int, nsfw: float | None, pdq: str | None,
             pdq_quality: int | None, problem: str | None,
-            faces: Sequence[tuple[tuple[int, int, int, int], float | None, np.ndarray]] = ()) -> int:  # fmt: skip
+            faces: Sequence[tuple[tuple[int, int, int, int], float | None, np.ndarray]] = (),
+            pdq_dihedral: Sequence[str] | None = None) -> int:  # fmt: skip
         """Record (or replace) the analysis of ``ref`` and its faces (box, score, embedding)."""
         with self.db.transaction():
             self.db.execute("DELETE FROM image_analyses WHERE ref = ?", (ref,))  # its faces go with it
             analysis_id = self.db.insert(
                 "INSERT INTO image_analyses (ref, hub, model_remote_id, url, sha256, width, height, faces_total, nsfw, pdq,"
-                " pdq_quality, problem, analysed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (ref, hub, model_remote_id, url, sha256, width, height, faces_total, nsfw, pdq, pdq_quality, problem, utc_now()),
+                " pdq_quality, problem, analysed_at, pdq_dihedral) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (ref, hub, model_remote_id, url, sha256, width, height, faces_total, nsfw, pdq, pdq_quality, problem, utc_now(),
+                 " ".join(pdq_dihedral) if pdq_dihedral else None),
             )  # fmt: skip
             self.db.executemany(
                 "INSERT INTO image_faces (analysis_id, face_index, box, score, embedding) VALUES (?, ?, ?, ?, ?)",
@@ -129,6 +132,7 @@ def _analysis(r: Any) -> StoredAnalysis:
         id=r["id"], ref=r["ref"], hub=r["hub"], model_remote_id=r["model_remote_id"], url=r["url"], sha256=r["sha256"],
         width=r["width"], height=r["height"], faces_total=r["faces_total"], nsfw=r["nsfw"], pdq=r["pdq"],
         pdq_quality=r["pdq_quality"], problem=r["problem"], analysed_at=r["analysed_at"],
+        pdq_dihedral=r["pdq_dihedral"].split() if r["pdq_dihedral"] else None,
     )  # fmt: skip
 
 

@@ -351,4 +351,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE hub_files ADD COLUMN search_text TEXT;
     UPDATE review_items SET entry_id = NULL WHERE bank_id IS NULL
     """,
+    # 8: the folded search text (consentry.textfold) of indexed local files (their name and the
+    # training metadata inside them) and of crawled images (their generation prompts), so
+    # `person find` searches them with the same prefilter as the crawled models. And an analysed
+    # image's 8 dihedral PDQ hashes (space-separated), to match registered people's photos turned
+    # or mirrored.
+    """
+    ALTER TABLE files ADD COLUMN search_text TEXT;
+    ALTER TABLE hub_images ADD COLUMN search_text TEXT;
+    ALTER TABLE image_analyses ADD COLUMN pdq_dihedral TEXT
+    """,
 ]

@@ -39,6 +39,14 @@ def default_db_path() -> Path | str:
     return base / "consentry" / "consentry.db"
 
 
+def file_search_text(path: str, metadata_json: str | None) -> str:
+    """What `person find` searches of a local file: its name and the metadata inside it, folded
+    (consentry.textfold; JSON inside metadata values, e.g. kohya's ss_tag_frequency, included)."""
+    from consentry.textfold import fold_values
+
+    return fold_values(Path(path).name, metadata_json)
+
+
 @dataclass(frozen=True)
 class StoredFile:
     id: int
@@ -139,14 +147,28 @@ class Store:
         for key in ("metadata_json", "inspect_json"):
             if values[key] is not None and not isinstance(values[key], str):
                 values[key] = to_json(values[key])
-        columns = ", ".join(FILE_COLUMNS)
-        placeholders = ", ".join("?" for _ in FILE_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in FILE_COLUMNS if c != "path")
+        names = (*FILE_COLUMNS, "search_text")
+        values["search_text"] = file_search_text(values["path"], values["metadata_json"])
+        columns = ", ".join(names)
+        placeholders = ", ".join("?" for _ in names)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in names if c != "path")
         with self.db.transaction():
             self.db.execute(
                 f"INSERT INTO files ({columns}) VALUES ({placeholders}) ON CONFLICT (path) DO UPDATE SET {updates}",
-                [values[c] for c in FILE_COLUMNS],
+                [values[c] for c in names],
             )
+
+    def fill_file_search_text(self, batch: int = 500) -> int:
+        """Fold the text of files indexed before search_text existed (once; returns how many)."""
+        filled = 0
+        while True:
+            rows = self.db.query("SELECT id, path, metadata_json FROM files WHERE search_text IS NULL LIMIT ?", (batch,))
+            if not rows:
+                return filled
+            with self.db.transaction():
+                self.db.executemany("UPDATE files SET search_text = ? WHERE id = ?",
+                                    [(file_search_text(r["path"], r["metadata_json"]), r["id"]) for r in rows])  # fmt: skip
+            filled += len(rows)
 
     def iter_files(self, verdict: str | None = None) -> Iterator[StoredFile]:
         sql, args = "SELECT * FROM files", ()
