@@ -41,7 +41,7 @@ def _registered_people(target: str | None, actor: str, purpose: str) -> tuple[li
 
 @click.command("likeness")
 @click.argument("model", required=False)
-@click.option("--all", "all_models", is_flag=True, help="Every model crawled into the store.")
+@click.option("--all", "all_models", is_flag=True, help="Every model crawled into the store and every local file indexed.")
 @click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A preview image of a local MODEL file (repeatable).")  # fmt: skip
 @click.option("--previews/--no-previews", default=True, show_default=True,
@@ -136,7 +136,8 @@ def _print(report) -> None:
 
 @person_group.command("find")
 @click.argument("person")
-@click.option("--top", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--top", type=click.IntRange(1), default=50, show_default=True,
+              help="Show the N strongest findings (a note says how many there were).")
 @click.option("--record/--no-record", default=True, show_default=True,
               help="Record what was found as the person's matches in the registry (erased on withdrawal).")
 @_actor_option
@@ -144,8 +145,10 @@ def _print(report) -> None:
 @click.pass_context
 def person_find_cmd(ctx: click.Context, person: str, top: int, record: bool, actor: str | None, as_json: bool) -> None:
     """Everything in the store that reproduces PERSON (id or exact display name), ranked, with
-    the evidence: crawled models naming them in their text or inside their files, and analysed
-    images showing their face (through the face index)."""
+    the evidence: crawled models naming them in their text or inside their files, indexed local
+    files naming them in their name or training metadata, crawled images naming them in their
+    prompt, analysed images showing their face (through the face index) or copying an intake
+    photo (PDQ)."""
     from consentry.cli.people import _open
     from consentry.likeness import RegisteredPerson, find_person
     from consentry.store import Store
