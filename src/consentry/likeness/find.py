@@ -23,8 +23,9 @@ from typing import Any
 
 from consentry.likeness.assess import (FACE_MATCH, FACE_MATCH_ONE, PDQ_MATCH, PDQ_MATCH_DISTANCE, PDQ_MIN_QUALITY,
                                       RegisteredPerson, noisy_or)  # fmt: skip
-from consentry.likeness.sources import hub_subject, image_fields, stored_file_subject
+from consentry.likeness.sources import hub_subject, stored_file_subject
 from consentry.likeness.text import KnownPerson, NameMatcher, fold
+from consentry.store.hubs import image_text_fields
 from consentry.store.records import from_json
 
 PREFIX = 4  # letters of each name token the SQL prefilter looks for
@@ -106,7 +107,7 @@ def _image_signals(store, person: RegisteredPerson, matcher: NameMatcher) -> dic
                               args):  # fmt: skip
         image_ref = f"hub:{row['hub']}:{row['remote_id']}"
         ref = f"{row['hub']}:{row['model_remote_id']}" if row["model_remote_id"] else image_ref
-        for s in matcher.signals(image_fields(from_json(row["meta"], None))):
+        for s in matcher.signals(image_text_fields(from_json(row["meta"], None))):
             if s.person_id != person.person_id:
                 continue
             kept = out.setdefault(ref, {}).setdefault((s.kind, s.field), {**s.as_dict(), "images": []})

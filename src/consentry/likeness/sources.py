@@ -86,22 +86,6 @@ def stored_file_subject(row: Any) -> Subject:
     return subject
 
 
-def image_fields(meta: Any) -> list[tuple[str, str]]:
-    """The text a crawled image's generation data holds: its prompt and the names of the
-    resources (checkpoints, LoRAs) it was made with. The negative prompt is left out: a name
-    there says the image is *not* that person."""
-    if not isinstance(meta, dict):
-        return []
-    out = []
-    if isinstance(meta.get("prompt"), str) and meta["prompt"]:
-        out.append(("image prompt", meta["prompt"]))
-    names = [str(r["name"]) for key in ("resources", "civitaiResources") for r in meta.get(key) or []
-             if isinstance(r, dict) and r.get("name")]  # fmt: skip
-    if names:
-        out.append(("image resources", ", ".join(dict.fromkeys(names))))
-    return out
-
-
 def hub_subject(store, hub: str, remote_id: str) -> Subject | None:
     """A crawled model: what its uploader wrote, what its files' headers hold, its previews."""
     model = store.hubs.get("hub_models", hub, remote_id)

@@ -71,8 +71,31 @@ _SEARCH_SOURCES = {
     "hub_models": ("name", "description", "tags"),
     "hub_versions": ("name", "trained_words"),
     "hub_files": ("name", "metadata_json", "header_json"),
-    "hub_images": ("meta",),  # generation prompts and the resources used
+    "hub_images": ("meta",),  # only what image_text_fields reads of it: the prompt, the resources used
 }
+
+
+def image_text_fields(meta: Any) -> list[tuple[str, str]]:
+    """The text a crawled image's generation data holds: its prompt and the names of the
+    resources (checkpoints, LoRAs) it was made with. The negative prompt is left out (a name
+    there says the image is *not* that person), and so are seeds, samplers and sizes: folding
+    only these keeps each image's search text short on its way into the store."""
+    if not isinstance(meta, dict):
+        return []
+    out = []
+    if isinstance(meta.get("prompt"), str) and meta["prompt"]:
+        out.append(("image prompt", meta["prompt"]))
+    names = [str(r["name"]) for key in ("resources", "civitaiResources") for r in meta.get(key) or []
+             if isinstance(r, dict) and r.get("name")]  # fmt: skip
+    if names:
+        out.append(("image resources", ", ".join(dict.fromkeys(names))))
+    return out
+
+
+def _search_values(table: str, values: list[Any]) -> list[Any]:
+    if table == "hub_images":
+        return [text for _field, text in image_text_fields(values[0])]
+    return values
 
 
 class HubRepository:
@@ -87,15 +110,22 @@ class HubRepository:
         now = utc_now()
         convert = _converters(table)
         searched = _SEARCH_SOURCES.get(table)
+        # a record without its text (an image listed again without meta) keeps the stored one
+        may_keep = bool(searched) and set(searched) <= _KEEP_IF_NULL.get(table, set())
+        images = table == "hub_images"
         rows = []
         for record in records:
             row = [hub, str(record["remote_id"]), *map(record.get, columns), now, now]
             for i, to in convert:
                 row[i + 2] = to(row[i + 2])
-            if searched:  # a record without its text (an image listed again without meta) keeps the stored one
+            if searched:
                 given = [record.get(c) for c in searched]
-                kept = set(searched) <= _KEEP_IF_NULL.get(table, set()) and all(v is None for v in given)
-                row.append(None if kept else fold_values(*given))
+                if may_keep and all(v is None for v in given):
+                    row.append(None)
+                elif images:
+                    row.append(fold_values(*(text for _field, text in image_text_fields(given[0]))))
+                else:
+                    row.append(fold_values(*given))
             rows.append(row)
         if not rows:
             return 0
@@ -122,7 +152,8 @@ class HubRepository:
                                      (batch,))  # fmt: skip
                 if not rows:
                     break
-                values = [(fold_values(*(from_json(r[c], r[c]) if c in _JSON_COLUMNS else r[c] for c in sources)), r["hub"], r["remote_id"])
+                values = [(fold_values(*_search_values(table, [from_json(r[c], r[c]) if c in _JSON_COLUMNS else r[c]
+                                                               for c in sources])), r["hub"], r["remote_id"])
                           for r in rows]  # fmt: skip
                 with self.db.transaction():
                     self.db.executemany(f"UPDATE {table} SET search_text = ? WHERE hub = ? AND remote_id = ?", values)
