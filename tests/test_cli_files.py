@@ -276,3 +276,20 @@ def test_hash_cli_peak_rss_under_64_mb(tmp_path: Path):
     out = subprocess.run([sys.executable, "-c", _MAXRSS_WRAPPER, *command], capture_output=True, text=True, check=True)
     peak_kib = int(out.stdout.strip())
     assert peak_kib * 1024 < 64_000_000, f"peak RSS {peak_kib / 1024:.1f} MiB"
+
+
+def test_index_progress_flag_shows_the_bar_even_into_a_pipe(tmp_path: Path) -> None:
+    """--progress asked for explicitly draws the bar where stderr is not a terminal (a log)."""
+    import re
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for i in range(3):
+        save_file({"w": np.full((4, 4), i, np.float32)}, str(models / f"m{i}.safetensors"))
+    size = sum(p.stat().st_size for p in models.glob("*.safetensors"))
+    shown = CliRunner().invoke(cli, ["--db", str(tmp_path / "s.db"), "index", str(models), "--progress"])
+    hidden = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.db"), "index", str(models)])
+    assert shown.exit_code == 0 and hidden.exit_code == 0, shown.output
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.stderr)
+    assert f"{size}/{size} bytes" in plain and "3 files" in plain
+    assert "bytes" not in hidden.stderr  # not a terminal, not asked: no bar

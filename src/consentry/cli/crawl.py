@@ -38,7 +38,7 @@ def progress_bar(hub: str, show: bool) -> Iterator[Progress | None]:
 
     columns = (SpinnerColumn(), TextColumn(f"[bold]crawl {hub}[/]"), TextColumn("{task.completed:,.0f} records"),
                RateColumn(), TimeElapsedColumn())  # fmt: skip
-    with Bar(*columns, console=Console(stderr=True), transient=True) as bar:
+    with Bar(*columns, console=Console(stderr=True, force_terminal=True), transient=True) as bar:
         task = bar.add_task(hub, total=None)
         yield lambda n: bar.update(task, advance=n)
 

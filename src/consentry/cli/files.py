@@ -204,7 +204,7 @@ def _index_with_progress(store: Store, root: Path, limits: ReadLimits, workers: 
         TextColumn("{task.fields[files]} files"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with Progress(*columns, console=Console(stderr=True, force_terminal=True), transient=True) as bar:
         task = bar.add_task("index", total=None, files=0)
 
         def on_start(files: int, total_bytes: int) -> None:
