@@ -313,3 +313,12 @@ def test_cli_bank_and_scan(tmp_path: Path):
     assert human.startswith("match ") and "positive bank deleted" in human and "via autov3" in human
     with Store.open(db) as s:  # the second scan of the same match reuses the open item
         assert len(s.reviews.list("open")) == 1
+
+
+def test_scan_that_cannot_reach_its_store_never_reads_as_matched(tmp_path: Path):
+    """1 means "matched": a store that cannot be opened is 3, with one line and no password."""
+    model = lora(tmp_path / "m.safetensors", 3)
+    result = CliRunner().invoke(cli, ["--db", "postgresql://scanner:s3cret@127.0.0.1:9/none", "scan", str(model)])
+    assert result.exit_code == 3, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("consentry: error:") and "cannot connect" in line and "s3cret" not in line

@@ -293,3 +293,23 @@ def test_index_progress_flag_shows_the_bar_even_into_a_pipe(tmp_path: Path) -> N
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.stderr)
     assert f"{size}/{size} bytes" in plain and "3 files" in plain
     assert "bytes" not in hidden.stderr  # not a terminal, not asked: no bar
+
+
+def test_a_bug_is_one_line_exit_70_and_never_its_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception (a bug) must not exit 1, which `scan` uses for "matched", nor
+    print its message, which could hold a protected person's name."""
+    import consentry.identity.identify as identify_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Jane Example, aliases ...")
+
+    save_file({"w": np.zeros((2, 2), np.float32)}, str(tmp_path / "m.safetensors"))
+    monkeypatch.setattr(identify_module, "identify", broken)
+    monkeypatch.delenv("CONSENTRY_DEBUG", raising=False)
+    result = CliRunner().invoke(cli, ["hash", str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 70
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("consentry: internal error") and "RuntimeError" in line and "Jane" not in result.output
+    monkeypatch.setenv("CONSENTRY_DEBUG", "1")
+    debug = CliRunner().invoke(cli, ["hash", str(tmp_path / "m.safetensors")])
+    assert isinstance(debug.exception, RuntimeError)  # the traceback, when asked for

@@ -231,7 +231,7 @@ def test_progress_bar_shows_bytes_per_second(tmp_path: Path, tree: Path, monkeyp
     consoles = []
 
     def recording_console(*args, **kwargs):
-        consoles.append(real_console(*args, **kwargs, force_terminal=True, width=120, record=True))
+        consoles.append(real_console(*args, **{**kwargs, "force_terminal": True, "width": 120, "record": True}))
         return consoles[-1]
 
     monkeypatch.setattr(rich.console, "Console", recording_console)

@@ -11,9 +11,14 @@ import click
 from consentry.errors import ConsentryError
 
 
+INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: never 1 (scan: "matched") or 2 (bad input)
+
+
 class OneLineErrors(click.Group):
     """Turns library errors into one stderr line and their exit status, for every command below
-    it (``CONSENTRY_DEBUG=1`` shows tracebacks instead)."""
+    it (``CONSENTRY_DEBUG=1`` shows tracebacks instead). Anything else is a bug: one line
+    naming the exception type and where it was raised, never its message (which could hold a
+    protected person's name), and exit 70, so a script cannot read a crash as a verdict."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -23,6 +28,24 @@ class OneLineErrors(click.Group):
                 raise
             click.echo(f"consentry: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("CONSENTRY_DEBUG"):
+                raise
+            click.echo(f"consentry: internal error (a bug, please report it): {type(exc).__name__} at {_raised_at(exc)};"
+                       " CONSENTRY_DEBUG=1 shows the traceback", err=True)  # fmt: skip
+            ctx.exit(INTERNAL_ERROR)
+
+
+def _raised_at(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    path = tb.tb_frame.f_code.co_filename
+    return f"{path.rsplit('site-packages/', 1)[-1].rsplit('src/', 1)[-1]}:{tb.tb_lineno}"
 
 
 def emit_json(obj: Any) -> None:

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING
 import click
 
 from consentry.cli._output import emit_json
+from consentry.errors import ConsentryError
 from consentry.store import Store
 
 if TYPE_CHECKING:
     from consentry.banks.matching import ScanResult
 
-EXIT_NO_MATCH, EXIT_MATCH, EXIT_QUARANTINE = 0, 1, 2
+EXIT_NO_MATCH, EXIT_MATCH, EXIT_QUARANTINE, EXIT_FAILED = 0, 1, 2, 3
 
 
 @click.command("scan")
@@ -30,7 +31,8 @@ def scan_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, queue: 
     signal that matched and the entry's provenance; an image (JPEG, PNG, WebP, GIF, BMP, TIFF,
     by its bytes) also matches by PDQ hash, rotated and mirrored copies included, with the
     distance and the bank's threshold. Exit status: 0 nothing matched, 1 something
-    matched, 2 nothing matched but a file could not be fully checked (quarantine).
+    matched, 2 nothing matched but a file could not be fully checked (quarantine), 3 the scan
+    itself failed (the store unreachable or busy), 70 a bug.
 
     \b
     Example:
@@ -39,16 +41,23 @@ def scan_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, queue: 
     from consentry.banks.matching import STATUS_MATCH, STATUS_QUARANTINE, scan_paths  # fingerprints, numpy
 
     worst = EXIT_NO_MATCH
-    with Store.open(ctx.obj.get("db")) as store:
-        for result in scan_paths(store, paths, queue=queue, source="cli"):
-            if as_json:
-                emit_json(result.as_json())
-            else:
-                _print_result(result)
-            if result.status == STATUS_MATCH:
-                worst = EXIT_MATCH
-            elif result.status == STATUS_QUARANTINE and worst == EXIT_NO_MATCH:
-                worst = EXIT_QUARANTINE
+    try:
+        with Store.open(ctx.obj.get("db")) as store:
+            for result in scan_paths(store, paths, queue=queue, source="cli"):
+                if as_json:
+                    emit_json(result.as_json())
+                else:
+                    _print_result(result)
+                if result.status == STATUS_MATCH:
+                    worst = EXIT_MATCH
+                elif result.status == STATUS_QUARANTINE and worst == EXIT_NO_MATCH:
+                    worst = EXIT_QUARANTINE
+    except ConsentryError as exc:
+        if exc.exit_code != EXIT_MATCH:
+            raise
+        # a store or other failure that would exit 1 must not read as "matched"
+        click.echo(f"consentry: error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
     sys.exit(worst)
 
 
