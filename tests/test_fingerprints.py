@@ -793,3 +793,29 @@ def test_index_is_viewed_when_current_and_updated_when_not(tmp_path: Path, monke
         rows = nearest(store, prints[3], top=1)
         assert rows[0]["path"] == "key3" and rows[0]["verdict"] == SAME
     assert json.loads(cache_path(store.path).with_suffix(".json").read_text())["max_id"] == max(ids)
+
+
+def test_a_copy_joined_with_other_modules_is_contains_not_same(tmp_path: Path, lora_a: dict) -> None:
+    """B = every module of A, unchanged, plus modules A lacks from another LoRA: A is inside B."""
+    names = list(lora_a)
+    mine = {m: lora_a[m] for m in names[:14]}
+    other = make_lora(7)
+    joined = {**mine, **{m: other[m] for m in names[14:]}}
+    a, b = fp(tmp_path, mine, "a.safetensors"), fp(tmp_path, joined, "b.safetensors")
+    result = compare(a, b)
+    extra = sum(float(np.sum(delta(*other[m]) ** 2)) for m in names[14:])
+    total = extra + sum(float(np.sum(delta(*mine[m]) ** 2)) for m in mine)
+    assert result.verdict == CONTAINS, result.reason
+    assert result.identity > 0.99 and abs(result.coefficient - 1) < 0.05
+    assert result.b_energy_coverage == pytest.approx(1 - extra / total, abs=0.1)
+    assert compare(b, a).verdict == DERIVED  # the other way round: a part of B's modules
+
+
+def test_one_shared_module_is_never_contains(tmp_path: Path) -> None:
+    names = [m[0] for m in MODULES]
+    for seed in range(40):  # without the module floor, 10 of 60 such pairs came out "contains"
+        x, y = make_lora(200 + seed), make_lora(300 + seed)
+        a = {names[0]: x[names[0]], **{m: x[m] for m in names[1:8]}}
+        b = {names[0]: y[names[0]], **{m: y[m] for m in names[8:]}}
+        result = compare(fp(tmp_path, a, f"a{seed}.safetensors"), fp(tmp_path, b, f"b{seed}.safetensors"))
+        assert result.common_modules == 1 and result.verdict == UNRELATED, result.reason

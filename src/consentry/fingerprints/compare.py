@@ -26,6 +26,9 @@ from consentry.fingerprints.model import BASE_DIFFERENCE_LIMIT, KIND_DELTA, KIND
 from consentry.fingerprints.sketch import SKETCH_SIDE
 
 SAME, DERIVED, CONTAINS, UNRELATED, COULD_NOT = "same", "derived", "contains", "unrelated", "could not compare"
+# "contains" from a few modules is chance: unrelated LoRAs sharing one module name reached the
+# containment threshold in 5 of 60 pairs; a merged LoRA shares dozens (a sampled checkpoint: 40+)
+MIN_CONTAINS_MODULES = 4
 _TOP_DIRECTIONS = 4  # singular directions of A kept per module for containment
 
 
@@ -52,6 +55,7 @@ class Comparison:
     coefficient: float | None = None
     coverage: float | None = None
     energy_coverage: float | None = None
+    b_energy_coverage: float | None = None  # share of B's ‖ΔW‖² in the modules it shares with A
     norm_ratio: float | None = None
     identity_z: float | None = None
     common_modules: int = 0
@@ -116,6 +120,7 @@ def _compare(a: Fingerprint, b: Fingerprint, thresholds: Thresholds, labels: tup
     sa, sb = a.sketches[ia].astype(np.float64), b.sketches[ib].astype(np.float64)
     na, nb = (sa * sa).sum(axis=(1, 2)), (sb * sb).sum(axis=(1, 2))
     total_a = float((a.sketches.astype(np.float64) ** 2).sum())
+    total_b = float((b.sketches.astype(np.float64) ** 2).sum())
     if total_a == 0 or na.sum() == 0:
         return could_not_compare(f"{la} has no weight delta in the shared modules (an untrained or all-zero LoRA?)", **counts)
     if nb.sum() == 0:
@@ -128,6 +133,7 @@ def _compare(a: Fingerprint, b: Fingerprint, thresholds: Thresholds, labels: tup
     result = Comparison(
         verdict=UNRELATED, reason="", identity=identity, containment=containment, coefficient=coefficient,
         coverage=len(ia) / a.module_count, energy_coverage=float(na.sum() / total_a),
+        b_energy_coverage=float(nb.sum() / total_b) if total_b else None,
         norm_ratio=float(np.sqrt(nb.sum() / na.sum())), identity_z=identity / sigma if sigma else None,
         common_modules=len(ia), thresholds=asdict(thresholds), **counts,
     )  # fmt: skip
@@ -157,6 +163,12 @@ def _verdict(r: Comparison, a: Fingerprint, b: Fingerprint, t: Thresholds, label
     if merged_into_model and ident >= t.detect and (cont >= t.contains or ident >= t.derived):
         return CONTAINS, f"{la}'s delta is in {lb}'s difference from its base with coefficient {r.coefficient:.3f}"
     full = min(r.coverage or 0, r.energy_coverage or 0) >= t.full_coverage
+    # B = A plus modules A lacks (A joined with another LoRA): a copy of A inside B, not "same"
+    b_has_more = b.kind == KIND_LORA and (r.b_energy_coverage if r.b_energy_coverage is not None else 1) < t.full_coverage
+    if ident >= t.same and full and b_has_more:
+        return CONTAINS, (f"all of {la}'s delta is in {lb} (identity {ident:.3f} on the shared modules), but "
+                          f"{1 - r.b_energy_coverage:.0%} of {lb}'s delta is in {b.module_count - r.common_modules} "
+                          f"module(s) {la} lacks: {la} joined with other weights, coefficient {r.coefficient:.3f}")  # fmt: skip
     if ident >= t.same and full:
         scale = "" if abs((r.norm_ratio or 1) - 1) < 0.02 else f" (scaled by {r.norm_ratio:.3f}: alpha or strength changed)"
         return SAME, f"same weight delta{scale}"
@@ -166,6 +178,9 @@ def _verdict(r: Comparison, a: Fingerprint, b: Fingerprint, t: Thresholds, label
     if ident >= t.derived:
         return DERIVED, f"most of {lb}'s delta is {la}'s (identity {ident:.3f} >= {t.derived}): resized, further trained or lightly merged"
     if ident >= t.detect and cont >= t.contains:
+        if r.common_modules < min(MIN_CONTAINS_MODULES, a.module_count):
+            return UNRELATED, (f"containment {cont:.3f} on only {r.common_modules} shared module(s): fewer than "
+                               f"{MIN_CONTAINS_MODULES}, too few to tell a merge from chance")  # fmt: skip
         return CONTAINS, f"{la} is a component of {lb} (containment {cont:.3f} >= {t.contains}, coefficient {r.coefficient:.3f})"
     return UNRELATED, f"identity {ident:.3f} < {t.detect} or containment {cont:.3f} < {t.contains}"
 
