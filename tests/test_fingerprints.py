@@ -819,3 +819,27 @@ def test_one_shared_module_is_never_contains(tmp_path: Path) -> None:
         b = {names[0]: y[names[0]], **{m: y[m] for m in names[8:]}}
         result = compare(fp(tmp_path, a, f"a{seed}.safetensors"), fp(tmp_path, b, f"b{seed}.safetensors"))
         assert result.common_modules == 1 and result.verdict == UNRELATED, result.reason
+
+
+def test_base_add_refuses_to_repoint_a_name_without_replace(tmp_path: Path) -> None:
+    save_base(tmp_path / "one.safetensors", seed=1)
+    save_base(tmp_path / "two.safetensors", seed=2)
+    db, runner = str(tmp_path / "s.db"), CliRunner()
+    add = lambda *args: runner.invoke(cli, ["--db", db, "base", "add", *args])  # noqa: E731
+    assert add("sd15", str(tmp_path / "one.safetensors")).exit_code == 0
+    assert add("sd15", str(tmp_path / "one.safetensors")).exit_code == 0  # the same file again: fine
+    refused = add("sd15", str(tmp_path / "two.safetensors"))
+    assert refused.exit_code == 2 and "already registered" in refused.output and "--replace" in refused.output
+    listed = runner.invoke(cli, ["--db", db, "base", "list"]).output
+    assert "one.safetensors" in listed and "two.safetensors" not in listed
+    assert add("sd15", str(tmp_path / "two.safetensors"), "--replace").exit_code == 0
+    assert "two.safetensors" in runner.invoke(cli, ["--db", db, "base", "list"]).output
+
+
+def test_shape_mismatch_note_prints_plain_numbers(tmp_path: Path, lora_a: dict) -> None:
+    name = next(iter(lora_a))
+    up, down, alpha = lora_a[name]
+    other = {**lora_a, name: (np.concatenate([up, up]), down, alpha)}  # twice the output width
+    result = compare(fp(tmp_path, lora_a, "a.safetensors"), fp(tmp_path, other, "b.safetensors"))
+    note = next(n for n in result.notes if "differ in shape" in n)
+    assert "np." not in note and re.search(rf"\({up.shape[0]}, \d+\) vs \({2 * up.shape[0]}, \d+\)", note), note

@@ -149,13 +149,14 @@ def base_group() -> None:
 @base_group.command("add")
 @click.argument("name")
 @click.argument("checkpoint", type=_path)
+@click.option("--replace", is_flag=True, help="Repoint NAME when it is already registered as another file.")
 @click.pass_context
-def base_add_cmd(ctx: click.Context, name: str, checkpoint: Path) -> None:
+def base_add_cmd(ctx: click.Context, name: str, checkpoint: Path, replace: bool) -> None:
     """Register CHECKPOINT as base model NAME. Register it in the precision it is distributed in."""
     from consentry.fingerprints.stored import register_base
 
     with Store.open(ctx.obj.get("db")) as store:
-        arch = register_base(store, name, checkpoint)
+        arch = register_base(store, name, checkpoint, replace=replace)
     click.echo(f"base {name}: {checkpoint} ({arch.label()})")
 
 

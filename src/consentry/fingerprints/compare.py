@@ -113,7 +113,7 @@ def _compare(a: Fingerprint, b: Fingerprint, thresholds: Thresholds, labels: tup
     fits = (a.shapes[pa] == b.shapes[pb]).all(axis=1)  # vectorised: `similar` compares one query with many
     if not fits.all():
         i, j = pa[~fits][0], pb[~fits][0]
-        notes.append(f"{int((~fits).sum())} shared modules differ in shape, e.g. {a.names[i]} {tuple(a.shapes[i])} vs {tuple(b.shapes[j])}")
+        notes.append(f"{int((~fits).sum())} shared modules differ in shape, e.g. {a.names[i]} {_shape(a.shapes[i])} vs {_shape(b.shapes[j])}")
     if not fits.any():
         return could_not_compare(f"every shared module differs in shape ({notes[-1]})", **counts)
     ia, ib = pa[fits], pb[fits]
@@ -194,6 +194,10 @@ def _agreement(result: Comparison, names: list[str], dots: np.ndarray, na: np.nd
     row = lambda i: {"module": names[i], "cosine": round(float(cos[i]), 4), "share_of_a": round(float(share[i]), 4)}  # noqa: E731
     result.agree_most = [row(i) for i in order[:top]]
     result.agree_least = [row(i) for i in order[::-1][:top]]
+
+
+def _shape(shape: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(n) for n in shape)  # (32, 48), not (np.int64(32), np.int64(48))
 
 
 def _components(fp: Fingerprint) -> str:

@@ -70,9 +70,11 @@ def put_fingerprint(store, fp: Fingerprint, key: str, *, sha256: str | None, con
     )  # fmt: skip
 
 
-def register_base(store, name: str, path: str | os.PathLike[str]):
+def register_base(store, name: str, path: str | os.PathLike[str], *, replace: bool = False):
     """Register a full checkpoint as base model ``name`` (what checkpoints are measured against).
-    Register it in the precision it is distributed in."""
+    Register it in the precision it is distributed in. A name already given to another file is
+    refused unless ``replace``: fingerprints made against the old base would silently stop
+    being comparable with new ones."""
     from consentry.identity.identify import identify
 
     manifest = read_manifest(path)
@@ -81,6 +83,10 @@ def register_base(store, name: str, path: str | os.PathLike[str]):
         raise FingerprintError(f"{path}: {arch.label()} is not a full model; a base must be a checkpoint")
     ident = identify(path)
     hashes = ident.hashes.as_dict() if ident.hashes else {}
+    existing = store.fingerprints.get_base(name)
+    if existing is not None and existing.sha256 != hashes.get("sha256") and not replace:
+        raise FingerprintError(f"base {name!r} is already registered as another file ({existing.path}, SHA256 "
+                               f"{(existing.sha256 or '?')[:12]}); give another name, or --replace to repoint it")  # fmt: skip
     store.fingerprints.add_base(name=name, path=str(Path(path).resolve()), sha256=hashes.get("sha256"),
                                 content_hash=ident.content_hash, family=arch.family)  # fmt: skip
     return arch
