@@ -843,3 +843,9 @@ def test_shape_mismatch_note_prints_plain_numbers(tmp_path: Path, lora_a: dict) 
     result = compare(fp(tmp_path, lora_a, "a.safetensors"), fp(tmp_path, other, "b.safetensors"))
     note = next(n for n in result.notes if "differ in shape" in n)
     assert "np." not in note and re.search(rf"\({up.shape[0]}, \d+\) vs \({2 * up.shape[0]}, \d+\)", note), note
+
+
+def test_a_negated_copy_is_derived_not_unrelated(tmp_path: Path, lora_a: dict) -> None:
+    negated = {m: (-up, down, alpha) for m, (up, down, alpha) in lora_a.items()}
+    result = compare(fp(tmp_path, lora_a, "a.safetensors"), fp(tmp_path, negated, "neg.safetensors"))
+    assert result.verdict == DERIVED and result.identity < -0.99 and "sign flipped" in result.reason

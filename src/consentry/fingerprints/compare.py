@@ -177,6 +177,9 @@ def _verdict(r: Comparison, a: Fingerprint, b: Fingerprint, t: Thresholds, label
                          f"({r.energy_coverage:.0%} of its delta)")  # fmt: skip
     if ident >= t.derived:
         return DERIVED, f"most of {lb}'s delta is {la}'s (identity {ident:.3f} >= {t.derived}): resized, further trained or lightly merged"
+    if ident <= -t.derived:  # -A applied at weight -1 is A: a trick to pass as unrelated
+        return DERIVED, (f"{lb} is {la} with its sign flipped (identity {ident:.3f} <= -{t.derived}): "
+                         "used at a negative weight it is the same delta")  # fmt: skip
     if ident >= t.detect and cont >= t.contains:
         if r.common_modules < min(MIN_CONTAINS_MODULES, a.module_count):
             return UNRELATED, (f"containment {cont:.3f} on only {r.common_modules} shared module(s): fewer than "
