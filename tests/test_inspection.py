@@ -34,6 +34,18 @@ def test_kohya_sdxl_lora_sgm_block_names():
     assert (arch.kind, arch.family, arch.rank) == ("lora", "sdxl", 32)
 
 
+def test_diffusers_kohya_export_of_an_sd1_lora_is_sd1():
+    """diffusers' convert_state_dict_to_kohya names any first text encoder ``lora_te1`` (its
+    utils/state_dict_utils.py), SD1.5 included: the 768-wide cross-attention decides."""
+    tensors = _kohya_pair("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", 4, 768, 320)
+    tensors += _kohya_pair("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", 4, 768, 768)
+    assert recognise(tensors).family == "sd1"
+    text_only = _kohya_pair("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", 4, 768, 768)
+    assert recognise(text_only).family == "sdxl"  # nothing else to go by: kohya's SDXL naming
+    with_te2 = tensors + _kohya_pair("lora_te2_text_model_encoder_layers_0_self_attn_q_proj", 4, 1280, 1280)
+    assert recognise(with_te2).family == "sdxl"  # a second text encoder is SDXL's alone
+
+
 def test_sdxl_lora_in_diffusers_block_names_by_width():
     tensors = _kohya_pair("lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k", 8, 2048, 640)
     assert recognise(tensors).family == "sdxl"

@@ -83,7 +83,7 @@ def _lora(names: list[str], shapes: dict[str, tuple[int, ...]]) -> Architecture 
         if hits:
             arch = Architecture(kind="lora", variant=f"{variant} (recognised, not yet fingerprinted)")
             arch.evidence.append(f"{len(hits)} tensors named like '*{marker}*', e.g. {hits[0]!r}")
-            arch.family = _family_from_names(names) or _family_from_context(names, shapes)
+            arch.family = _family_from_names(names, shapes) or _family_from_context(names, shapes)
             return arch
     for key_format, (down, up) in _LORA_SUFFIXES.items():
         downs = [n for n in names if n.endswith(down)]
@@ -97,7 +97,7 @@ def _lora(names: list[str], shapes: dict[str, tuple[int, ...]]) -> Architecture 
             arch.rank = max(set(ranks), key=ranks.count)
         if key_format == "kohya" and any(n.startswith(("transformer.", "unet.", "text_encoder.")) for n in downs):
             arch.key_format = "diffusers (kohya-style suffixes)"
-        arch.family = _family_from_names(names)
+        arch.family = _family_from_names(names, shapes)
         if arch.family:
             arch.evidence.append(f"block names indicate {arch.family}")
         else:
@@ -112,12 +112,17 @@ def _lora(names: list[str], shapes: dict[str, tuple[int, ...]]) -> Architecture 
     return None
 
 
-def _family_from_names(names: Iterable[str]) -> str | None:
+def _family_from_names(names: list[str], shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """Flux and SDXL by names that only they have; names that SDXL LoRAs usually have but SD1
+    exports can too (diffusers' kohya export of an SD1.5 LoRA names its text encoder
+    ``lora_te1_``; LDM block names) defer to the cross-attention width when there is one."""
     joined = "\n".join(names)
     if re.search(r"(double_blocks|single_blocks|single_transformer_blocks|transformer_blocks\.\d+\.attn\.add_k_proj)", joined):
         return "flux"
-    if re.search(r"(lora_unet_input_blocks_|lora_unet_output_blocks_|lora_unet_middle_block_|lora_te1_|lora_te2_|text_encoder_2\.|conditioner\.embedders\.1)", joined):
+    if re.search(r"(lora_te2_|text_encoder_2\.|conditioner\.embedders\.1)", joined):
         return "sdxl"
+    if re.search(r"(lora_unet_input_blocks_|lora_unet_output_blocks_|lora_unet_middle_block_|lora_te1_)", joined):
+        return _family_from_context(names, shapes) or "sdxl"
     return None
 
 
