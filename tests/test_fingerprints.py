@@ -360,7 +360,7 @@ def _bad(tmp_path: Path, tensors: dict, name: str = "bad.safetensors") -> str:
     [
         ({"some.random.tensor": np.ones((4, 4), np.float32)}, "unknown architecture"),
         ({"lora_unet_x.lora_down.weight": np.ones((0, 8), np.float32), "lora_unet_x.lora_up.weight": np.ones((8, 0), np.float32)}, "zero-rank"),
-        ({"lora_unet_x.lora_down.weight": np.ones((64, 8), np.float32), "lora_unet_x.lora_up.weight": np.ones((8, 64), np.float32)}, "absurd rank"),
+        ({"lora_unet_x.lora_down.weight": np.ones((4097, 1), np.float32), "lora_unet_x.lora_up.weight": np.ones((1, 4097), np.float32)}, "absurd rank"),
         ({"lora_unet_x.lora_down.weight": np.ones((4, 8), np.float32), "lora_unet_x.lora_up.weight": np.ones((8, 3), np.float32)}, "shape mismatch"),
         ({"lora_unet_x.lora_down.weight": np.full((4, 8), np.nan, np.float32), "lora_unet_x.lora_up.weight": np.ones((8, 4), np.float32)}, "NaN or infinite"),
         ({"lora_unet_x.lora_down.weight": np.ones((4, 8), np.float32), "lora_unet_x.lora_up.weight": np.full((8, 4), np.inf, np.float32)}, "NaN or infinite"),
@@ -849,3 +849,39 @@ def test_a_negated_copy_is_derived_not_unrelated(tmp_path: Path, lora_a: dict) -
     negated = {m: (-up, down, alpha) for m, (up, down, alpha) in lora_a.items()}
     result = compare(fp(tmp_path, lora_a, "a.safetensors"), fp(tmp_path, negated, "neg.safetensors"))
     assert result.verdict == DERIVED and result.identity < -0.99 and "sign flipped" in result.reason
+
+
+def test_concatenated_merge_with_rank_above_the_layer_width_contains_its_parts(tmp_path: Path, lora_a: dict) -> None:
+    """Concatenating factors sums ranks (kohya's concat merge): 5 LoRAs of rank 8 give rank 40,
+    above the 32-wide layers, and that is a legal LoRA, not an absurd one."""
+    others = [make_lora(40 + i) for i in range(4)]
+    summed = concat_sum([(lora_a, 1.0), *[(o, 1.0) for o in others]])
+    assert max(up.shape[1] for up, _down, _alpha in summed.values()) > 32
+    result = compare(fp(tmp_path, lora_a, "a.safetensors"), fp(tmp_path, summed, "concat.safetensors"))
+    assert result.verdict == CONTAINS and abs(result.coefficient - 1) < 0.25, result.reason
+
+
+@pytest.mark.parametrize("torch_dtype, ours", [("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")])
+def test_fp8_values_decode_as_torch_does(torch_dtype: str, ours: str) -> None:
+    torch = pytest.importorskip("torch")
+    from consentry.fingerprints.arrays import _FP8
+
+    expected = torch.arange(256, dtype=torch.uint8).view(getattr(torch, torch_dtype)).float().numpy()
+    np.testing.assert_array_equal(_FP8[ours], expected)  # NaN positions equal too
+
+
+def test_fp8_lora_is_fingerprinted_not_dropped(tmp_path: Path, lora_a: dict) -> None:
+    """A LoRA saved in float8 (torch's own cast) is the same LoRA, not 'no module in common'."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as save_torch
+
+    tensors = {}
+    for path, (up, down, alpha) in lora_a.items():
+        key = kohya_key(path)
+        scale = 16.0  # lift the small up factors into float8's range; alpha takes the 16 back out
+        tensors[f"{key}.lora_up.weight"] = torch.from_numpy(up * scale).to(torch.float8_e4m3fn)
+        tensors[f"{key}.lora_down.weight"] = torch.from_numpy(down).to(torch.float8_e4m3fn)
+        tensors[f"{key}.alpha"] = torch.tensor(alpha / scale)
+    save_torch(tensors, str(tmp_path / "fp8.safetensors"))
+    result = compare(fp(tmp_path, lora_a, "a.safetensors"), fingerprint_file(tmp_path / "fp8.safetensors"))
+    assert result.verdict in (SAME, DERIVED) and result.identity > 0.9 and result.coverage == 1.0, result.reason

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from consentry.fingerprints.arrays import read_array
+from consentry.fingerprints.arrays import FLOAT_DTYPES, read_array
 from consentry.fingerprints.errors import FingerprintError
 from consentry.fingerprints.lora import MAX_RANK, LoraLayout, find_lora, module_scale
 from consentry.fingerprints.model import BASE_DIFFERENCE_LIMIT, KIND_DELTA, KIND_LORA, Fingerprint, assemble
@@ -19,7 +19,7 @@ from consentry.formats.tensors import Manifest, TensorInfo
 from consentry.inspection.architecture import recognise
 
 _FULL_KINDS = ("checkpoint", "unet", "transformer", "text-encoder")
-_FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+_FLOAT_DTYPES = FLOAT_DTYPES
 
 
 def fingerprint_file(path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
@@ -60,7 +60,8 @@ def _lora_fingerprint(manifest: Manifest, layout: LoraLayout, family: str | None
             if factor.dtype not in _FLOAT_DTYPES:
                 if factor.dtype.startswith(("I", "U")):
                     raise FingerprintError(f"module {raw}: integer-quantised factors are not fingerprinted yet ({factor.name} is {factor.dtype})")
-                raise FingerprintError(f"module {raw}: {factor.dtype} factors ({factor.name}) are not fingerprinted yet (F32, F16, BF16, F64 are)")
+                raise FingerprintError(f"module {raw}: {factor.dtype} factors ({factor.name}) are not fingerprinted yet "
+                                       f"({', '.join(_FLOAT_DTYPES)} are)")  # fmt: skip
         down, up = read_array(manifest, module.down), read_array(manifest, module.up)
         rank = down.shape[0] if down.ndim else 0
         if rank == 0 or down.size == 0 or up.size == 0:
@@ -69,8 +70,9 @@ def _lora_fingerprint(manifest: Manifest, layout: LoraLayout, family: str | None
         up2 = up.reshape(up.shape[0], -1)
         if up2.shape[1] != rank:
             raise FingerprintError(f"module {raw}: shape mismatch, down {module.down.shape} vs up {module.up.shape}")
-        if rank > min(up2.shape[0], down2.shape[1]) or rank > MAX_RANK:
-            raise FingerprintError(f"module {raw}: absurd rank {rank} for a {up2.shape[0]}x{down2.shape[1]} layer")
+        if rank > MAX_RANK:  # above the layer's width is legal: a concatenation merge sums the ranks
+            raise FingerprintError(f"module {raw}: absurd rank {rank} for a {up2.shape[0]}x{down2.shape[1]} layer "
+                                   f"(more than {MAX_RANK})")  # fmt: skip
         alpha = None
         if module.alpha is not None:
             a = read_array(manifest, module.alpha).ravel()
@@ -93,7 +95,7 @@ def _lora_fingerprint(manifest: Manifest, layout: LoraLayout, family: str | None
 
 def _matrix_parts(t: TensorInfo) -> list[Part]:
     """Canonical parts of a weight matrix in a full model (biases, norms, scalars are skipped)."""
-    if len(t.shape) not in (2, 4) or t.dtype not in ("F32", "F16", "BF16", "F64"):
+    if len(t.shape) not in (2, 4) or t.dtype not in _FLOAT_DTYPES:
         return []
     name = t.name.replace("/", ".")
     if name.endswith(".weight"):
