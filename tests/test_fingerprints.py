@@ -198,6 +198,19 @@ def fp(tmp_path: Path, lora: dict, name: str, **kw):
         ("lora_unet_input_blocks_1_0_in_layers_2", "unet_down_blocks_0_resnets_0_conv1"),
         ("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor.to_q", "unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"),
         ("lora_te2_text_model_encoder_layers_3_mlp_fc1", "te2_encoder_layers_3_mlp_fc1"),
+        # Flux: a bare PEFT adapter on the transformer, and the BFL/kohya top-level layers as
+        # diffusers' _convert_kohya_flux_lora_to_diffusers names them
+        ("base_model.model.transformer_blocks.0.attn.to_q", "unet_transformer_blocks_0_attn_to_q"),
+        ("transformer.transformer_blocks.0.attn.to_q", "unet_transformer_blocks_0_attn_to_q"),
+        ("base_model.model.single_transformer_blocks.3.proj_out", "unet_single_transformer_blocks_3_proj_out"),
+        ("lora_unet_img_in", "unet_x_embedder"),
+        ("transformer.x_embedder", "unet_x_embedder"),
+        ("lora_unet_txt_in", "unet_context_embedder"),
+        ("lora_unet_final_layer_linear", "unet_proj_out"),
+        ("transformer.proj_out", "unet_proj_out"),
+        ("lora_unet_time_in_in_layer", "unet_time_text_embed_timestep_embedder_linear_1"),
+        ("transformer.time_text_embed.timestep_embedder.linear_1", "unet_time_text_embed_timestep_embedder_linear_1"),
+        ("lora_unet_guidance_in_out_layer", "unet_time_text_embed_guidance_embedder_linear_2"),
         ("lora_te1_encoder_layers_3_mlp_fc1", "te1_encoder_layers_3_mlp_fc1"),  # transformers 5 module paths
         ("text_encoder_2.text_model.encoder.layers.3.mlp.fc1", "te2_encoder_layers_3_mlp_fc1"),
         ("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", "te1_encoder_layers_0_self_attn_q_proj"),
@@ -885,3 +898,33 @@ def test_fp8_lora_is_fingerprinted_not_dropped(tmp_path: Path, lora_a: dict) -> 
     save_torch(tensors, str(tmp_path / "fp8.safetensors"))
     result = compare(fp(tmp_path, lora_a, "a.safetensors"), fingerprint_file(tmp_path / "fp8.safetensors"))
     assert result.verdict in (SAME, DERIVED) and result.identity > 0.9 and result.coverage == 1.0, result.reason
+
+
+def test_sdxl_peft_folder_with_text_encoder_2_is_one_model(tmp_path: Path, lora_a: dict) -> None:
+    """PEFT's save_pretrained per component: unet/, text_encoder/, text_encoder_2/. The second
+    text encoder's bare CLIP paths are te2 (its folder says so), and `fingerprint DIR` joins them."""
+    unet = {m: v for m, v in lora_a.items() if not m.startswith("text_encoder:")}
+    te1 = {m: v for m, v in lora_a.items() if m.startswith("text_encoder:")}
+    te2 = {m: v for m, v in make_lora(5).items() if m.startswith("text_encoder:")}
+    folder = tmp_path / "sdxl-peft"
+    folder.mkdir()
+    for name, part in (("unet", unet), ("text_encoder", te1), ("text_encoder_2", te2)):
+        _peft_adapter(folder / name, part, {"lora_alpha": RANK})
+    reference = {}
+    for prefix, part in (("", unet), ("lora_te1_", te1), ("lora_te2_", te2)):
+        for module, (up, down, alpha) in part.items():
+            up, down = _shapes(module, up, down)
+            key = kohya_key(module) if not prefix else prefix + module.split(":", 1)[1].replace(".", "_")
+            reference.update({f"{key}.lora_up.weight": up, f"{key}.lora_down.weight": down,
+                              f"{key}.alpha": np.array(alpha, np.float32)})  # fmt: skip
+    save_file(reference, str(tmp_path / "kohya.safetensors"))
+    db = str(tmp_path / "s.db")
+    out = CliRunner().invoke(cli, ["--db", db, "fingerprint", str(folder), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.output)
+    assert summary["module_count"] == len(unet) + len(te1) + len(te2)
+    result = CliRunner().invoke(cli, ["--db", db, "compare", str(tmp_path / "kohya.safetensors"), str(folder), "--json"])
+    body = json.loads(result.output)
+    assert body["verdict"] == SAME and body["coverage"] == 1.0, body["reason"]
+    names = fingerprint_file(folder / "text_encoder_2" / "adapter_model.safetensors").names
+    assert names and all(n.startswith("te2_") for n in names)

@@ -27,16 +27,27 @@ def fingerprint_file(path: str | os.PathLike[str], *, base: str | os.PathLike[st
     """Fingerprint one file. ``base`` (a path) is needed for full checkpoints."""
     manifest = read_manifest(path, limits)
     base_manifest = read_manifest(base, limits) if base is not None else None
-    fp = fingerprint_manifest(manifest, base_manifest, base_name=base_name or (Path(base).name if base else None))
+    fp = fingerprint_manifest(manifest, base_manifest, base_name=base_name or (Path(base).name if base else None),
+                              component=folder_component(path))  # fmt: skip
     fp.source = str(path)
     return fp
 
 
-def fingerprint_manifest(manifest: Manifest, base: Manifest | None = None, base_name: str | None = None) -> Fingerprint:
+# diffusers' pipeline folder names: a PEFT adapter saved in one names its model only by it
+_FOLDER_COMPONENTS = {"unet": "unet_", "transformer": "unet_", "text_encoder": "te1_", "text_encoder_2": "te2_"}
+
+
+def folder_component(path: str | os.PathLike[str]) -> str | None:
+    """``…/text_encoder_2/adapter_model.safetensors`` → ``"te2_"``; None for any other place."""
+    return _FOLDER_COMPONENTS.get(Path(path).parent.name)
+
+
+def fingerprint_manifest(manifest: Manifest, base: Manifest | None = None, base_name: str | None = None,
+                         component: str | None = None) -> Fingerprint:  # fmt: skip
     arch = recognise(manifest.tensors)
     layout = find_lora(manifest)
     if layout is not None:
-        return _lora_fingerprint(manifest, layout, arch.family)
+        return _lora_fingerprint(manifest, layout, arch.family, component)
     if arch.kind in _FULL_KINDS:
         if base is None:
             raise FingerprintError(
@@ -50,7 +61,7 @@ def fingerprint_manifest(manifest: Manifest, base: Manifest | None = None, base_
 # --- LoRAs ------------------------------------------------------------------------------------
 
 
-def _lora_fingerprint(manifest: Manifest, layout: LoraLayout, family: str | None) -> Fingerprint:
+def _lora_fingerprint(manifest: Manifest, layout: LoraLayout, family: str | None, component: str | None = None) -> Fingerprint:
     rows, zero_alpha = [], 0
     for raw, module in layout.modules.items():
         if module.down is None or module.up is None:
@@ -81,7 +92,7 @@ def _lora_fingerprint(manifest: Manifest, layout: LoraLayout, family: str | None
             alpha = float(a[0])
             zero_alpha += alpha == 0
         scale = module_scale(module, rank, alpha)
-        for part in canonical(raw, up2.shape[0]):
+        for part in canonical(raw, up2.shape[0], component):
             u = up2[part.rows[0] : part.rows[1]] if part.rows else up2
             rows.append((part.name, (u.shape[0], down2.shape[1]), rank, sketch_factors(u, down2, scale)))
     notes = list(layout.notes)

@@ -58,11 +58,15 @@ _LDM_TOP = {"time_embed_0": "time_embedding_linear_1", "time_embed_2": "time_emb
 LAYERS_PER_BLOCK = 2  # SD1, SD2 and SDXL all use two resnets per UNet level
 
 
-def canonical(raw_module: str, out_features: int | None = None) -> list[Part]:
+def canonical(raw_module: str, out_features: int | None = None, component: str | None = None) -> list[Part]:
     """Canonical parts of one module path (no ``.weight`` / LoRA suffix). ``out_features`` is the
-    stored matrix's row count, needed to split fused Flux and OpenCLIP layers."""
+    stored matrix's row count, needed to split fused Flux and OpenCLIP layers. ``component``
+    (``te2_``…) names the model a bare adapter belongs to when only its folder says so (PEFT
+    saves ``text_encoder_2/adapter_model.safetensors`` with CLIP's own module paths)."""
     name = raw_module.replace(".", "_")
     for raw, canon in _PREFIXES:
+        if raw == "transformer_" and name.startswith("transformer_blocks_"):
+            continue  # a bare Flux block (PEFT on the transformer), not the `transformer.` component
         if name.startswith(raw):
             name = canon + name[len(raw):]
             if raw != "base_model_model_":
@@ -71,7 +75,7 @@ def canonical(raw_module: str, out_features: int | None = None) -> list[Part]:
         if _BARE_UNET.match(name):
             name = "unet_" + name
         elif name.startswith(("text_model_", "encoder_layers_")):  # a bare CLIP text-encoder adapter
-            name = "te1_" + name
+            name = (component if component in ("te1_", "te2_") else "te1_") + name
         else:
             return [Part(name)]
     name = name.replace("_processor_", "_").replace("_lora_linear_layer", "")
@@ -88,12 +92,28 @@ def canonical(raw_module: str, out_features: int | None = None) -> list[Part]:
         name = name[:4] + name[len("te1_text_model_"):]
     if name.startswith("unet_"):
         body = name[len("unet_"):]
+        if body in _FLUX_TOP:
+            return [Part("unet_" + _FLUX_TOP[body])]
         if body.startswith(("double_blocks_", "single_blocks_")):
             return [Part("unet_" + n, rows) for n, rows in _flux_parts(body, out_features)]
         return [Part("unet_" + _sgm_to_diffusers(body))]
     if name.startswith("te2_openclip_"):
         return [Part(n, rows) for n, rows in _openclip_parts(name[len("te2_openclip_"):], out_features)]
     return [Part(name)]
+
+
+# BFL/kohya Flux top-level layers to diffusers' (diffusers' lora_conversion_utils
+# _convert_kohya_flux_lora_to_diffusers). final_layer_adaLN_modulation_1 is norm_out.linear with
+# its scale and shift halves swapped: a different matrix, so it keeps its own name.
+_FLUX_TOP = {
+    "img_in": "x_embedder", "txt_in": "context_embedder", "final_layer_linear": "proj_out",
+    "time_in_in_layer": "time_text_embed_timestep_embedder_linear_1",
+    "time_in_out_layer": "time_text_embed_timestep_embedder_linear_2",
+    "vector_in_in_layer": "time_text_embed_text_embedder_linear_1",
+    "vector_in_out_layer": "time_text_embed_text_embedder_linear_2",
+    "guidance_in_in_layer": "time_text_embed_guidance_embedder_linear_1",
+    "guidance_in_out_layer": "time_text_embed_guidance_embedder_linear_2",
+}  # fmt: skip
 
 
 def _sgm_to_diffusers(body: str) -> str:

@@ -6,17 +6,32 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from consentry.fingerprints.build import _FULL_KINDS, fingerprint_manifest
+from consentry.fingerprints.build import _FULL_KINDS, fingerprint_manifest, folder_component
 from consentry.fingerprints.errors import FingerprintError
-from consentry.fingerprints.model import Fingerprint
+from consentry.fingerprints.model import Fingerprint, join_fingerprints
 from consentry.formats import read_manifest
 from consentry.identity.identify import ModelIdentity
 from consentry.inspection.architecture import recognise
 
 
+def peft_adapter_files(path: str | os.PathLike[str]) -> list[Path]:
+    """A folder of per-component PEFT adapters (``unet/``, ``text_encoder/``, ``text_encoder_2/``
+    each holding ``adapter_model.safetensors``, as ``save_pretrained`` writes them), or []."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*/adapter_model.safetensors") if folder_component(p) is not None)
+
+
 def compute_fingerprint(store, path: str | os.PathLike[str], base_name: str | None = None) -> Fingerprint:
     """Fingerprint a file; a full checkpoint is measured against ``--base`` or, if exactly one
-    base of its family is registered, that one (said in the notes)."""
+    base of its family is registered, that one (said in the notes). A folder of PEFT adapters,
+    one per component, is fingerprinted as the one model they make together."""
+    adapters = peft_adapter_files(path)
+    if adapters:
+        fp = join_fingerprints([compute_fingerprint(store, a) for a in adapters], source=str(path))
+        fp.notes.append(f"{len(adapters)} PEFT adapters joined: {', '.join(a.parent.name for a in adapters)}")
+        return fp
     manifest = read_manifest(path)
     arch = recognise(manifest.tensors)
     base_manifest, note = None, None
@@ -31,7 +46,7 @@ def compute_fingerprint(store, path: str | os.PathLike[str], base_name: str | No
                 raise FingerprintError(f"no base model named {base_name!r} (see `consentry base list`)")
             base_manifest = read_manifest(base.path)
     try:
-        fp = fingerprint_manifest(manifest, base_manifest, base_name=base_name)
+        fp = fingerprint_manifest(manifest, base_manifest, base_name=base_name, component=folder_component(path))
     except FingerprintError as exc:
         if note:  # say that the base was picked automatically, not by the user
             raise FingerprintError(f"{exc} ({note})") from exc
@@ -56,6 +71,8 @@ def save_fingerprint(store, fp: Fingerprint, path: str | os.PathLike[str], *, id
     entry's fingerprint can live beside files fingerprinted by path."""
     from consentry.identity.identify import identify
 
+    if identity is None and peft_adapter_files(path):  # a folder of adapters: no one file's hashes
+        return put_fingerprint(store, fp, key or str(Path(path).resolve()), sha256=None)
     ident = identity or identify(path)
     hashes = ident.hashes.as_dict() if ident.hashes else {}
     return put_fingerprint(store, fp, key or str(Path(path).resolve()), sha256=hashes.get("sha256"),
