@@ -365,7 +365,7 @@ def main() -> None:
         record("PEFT -> kohya trainer naming", "lossless", peft_unet, native, a_print=peft_print)
         rescaled = {key: (v * 2 if key.endswith(".alpha") else v) for key, v in kohya.items()}
         save_file(rescaled, str(d / "alpha2.safetensors"))
-        record("alpha rescaled x2 (kohya)", "lossless", src, d / "alpha2.safetensors")
+        record("every .alpha tensor of the kohya file doubled (uneven across modules: not a uniform rescale)", "lossless", src, d / "alpha2.safetensors")
         save_file(original, str(d / "nometa.safetensors"))
         record("header metadata stripped", "lossless", src, d / "nometa.safetensors")
         save_file(original, str(d / "meta.safetensors"), metadata={"ss_output_name": "someone_else", "format": "pt", "lora_adapter_metadata": "{}"})
