@@ -134,6 +134,8 @@ def test_kohya_metadata_decoded():
 
 
 def test_sshs_mismatch_and_bad_json_reported():
-    decoded = decode_metadata({"sshs_model_hash": "00" * 32, "ss_tag_frequency": "{not json"}, autov3="11" * 32)
+    decoded = decode_metadata({"sshs_model_hash": "ab" * 32, "ss_tag_frequency": "{not json"}, autov3="11" * 32)
     assert decoded.embedded_hashes["sshs_model_hash"]["status"] == "mismatch"
+    claimed = decoded.embedded_hashes["sshs_model_hash"]["claimed"]
+    assert claimed == "AB" * 32  # printed as every other hash: upper-case hex
     assert decoded.problems == ["ss_tag_frequency: not valid JSON"]

@@ -151,18 +151,19 @@ def _decode_training_data(metadata: Mapping[str, str], out: DecodedMetadata) -> 
 
 
 def _check_embedded_hashes(metadata: Mapping[str, str], autov3: str | None, out: DecodedMetadata) -> None:
+    # upper-case, as every hash consentry prints (kohya writes them lower-case)
     if "sshs_model_hash" in metadata:
-        claimed = metadata["sshs_model_hash"].strip().lower()
+        claimed = metadata["sshs_model_hash"].strip().upper()
         entry: dict[str, Any] = {"claimed": claimed, "compares_to": "autov3"}
         if autov3:
-            entry["computed"] = autov3.lower()
-            entry["status"] = "match" if claimed == autov3.lower() else "mismatch"
+            entry["computed"] = autov3.upper()
+            entry["status"] = "match" if claimed == autov3.upper() else "mismatch"
         else:
             entry["status"] = "not checked"
         out.embedded_hashes["sshs_model_hash"] = entry
     if "sshs_legacy_hash" in metadata:
         out.embedded_hashes["sshs_legacy_hash"] = {
-            "claimed": metadata["sshs_legacy_hash"].strip().lower(),
+            "claimed": metadata["sshs_legacy_hash"].strip().upper(),
             "status": "not checkable",
             "note": "kohya hashes a re-serialisation with only ss_* metadata, not this file",
         }
